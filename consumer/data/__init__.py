@@ -1,0 +1,1 @@
+"""Classification data (TOML), shipped with the package and loaded by ``consumer.rules``."""

@@ -1,0 +1,55 @@
+"""Name the mailbox provider behind a recipient, as one of a small bounded set.
+
+The group is a metric label and a rule narrowing, so it must never be a free-form
+domain.  Evidence, most reliable first (mailbox-provider-messages.md 1.2): tokens in
+the diagnostic (``gsmtp``, ``protection.outlook.com``...), which survive forwarding
+and reveal business domains hosted at Google or Microsoft; the remote MTA host; the
+recipient's consumer domain.
+"""
+
+from __future__ import annotations
+
+from consumer.rules import Rules
+from consumer.textmatch import TokenText
+
+__all__ = ["mailbox_provider"]
+
+
+def _host_group(rules: Rules, host: str) -> str | None:
+    host = host.lower().rstrip(".")
+    for suffix, group in rules.mailbox_suffixes:
+        if host == suffix or host.endswith("." + suffix):
+            return group
+    return None
+
+
+def _domain_group(rules: Rules, domain: str) -> str | None:
+    group = rules.mailbox_domains.get(domain)
+    if group is not None:
+        return group
+    # Country variants (hotmail.co.uk, yahoo.fr, gmx.at) are listed by their stem; only
+    # a public suffix may follow it, so live.example.org is not Microsoft.
+    stem, _, rest = domain.partition(".")
+    if rest and all(label.isalpha() and len(label) <= 3 for label in rest.split(".")):
+        return rules.mailbox_domains.get(stem + ".*")
+    return None
+
+
+def mailbox_provider(
+    rules: Rules, domain: str, remote_mta: str | None, diagnostic: TokenText | None
+) -> str:
+    """The bounded group for this recipient; ``other`` when nothing identifies one."""
+    group = _domain_group(rules, domain)
+    if group is not None:
+        return group
+    if remote_mta:
+        host = remote_mta.split(";", 1)[-1].strip().split()[0] if remote_mta.strip() else ""
+        host = host.strip("[]")
+        group = _host_group(rules, host) if host else None
+        if group is not None:
+            return group
+    if diagnostic is not None:
+        for phrase, token_group in rules.mailbox_tokens:
+            if phrase.found_in(diagnostic):
+                return token_group
+    return "other"
