@@ -63,11 +63,17 @@ def classify(
     reply, enhanced = codes_of(observation)
     evidence: list[str] = []
     if observation.kind is Kind.DELIVERED:
-        state = observation.fact_state
+        # Accepted.  Only an auto-reply text (an MTA reporting the away message of a
+        # delivered mail) adds a state; any other rule would contradict the delivery.
+        state, by, delivered_rule = observation.fact_state, ClassifiedBy.PROVIDER, None
+        if state is None and text is not None:
+            rule = rules.messages.match(text, reply, enhanced, mailbox)
+            if rule is not None and rule.state is _AUTO_REPLY:
+                state, by, delivered_rule = _AUTO_REPLY, ClassifiedBy.RULE, rule.id
         if explain:
             evidence.append(f"provider reports a delivery ({observation.provider_state})")
-        return Classification(Status.DELIVERED, state, ClassifiedBy.PROVIDER, None, reply,
-                              enhanced, tuple(evidence))
+        return Classification(Status.DELIVERED, state, by, delivered_rule, reply, enhanced,
+                              tuple(evidence))
 
     temporary = _is_temporary(observation.kind, reply, enhanced)
     rule = None

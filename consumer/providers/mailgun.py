@@ -91,6 +91,8 @@ class Mailgun:
         reason = (data.str("reason") or "generic").lower()
         if code in _PSEUDO_CODES and not diagnostic:
             diagnostic = _PSEUDO_CODES[code]
+        if code is not None and (code in _PSEUDO_CODES or code >= 600):
+            code = None  # a Mailgun pseudo-code is not an SMTP reply class
         if severity == "temporary":
             category = {
                 "espblock": RecipientState.SOFT_BOUNCE_SPAM_DETECTED,

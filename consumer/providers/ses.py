@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from consumer.errors import ParseError
-from consumer.models import Kind, Observation, RecipientState, Status
+from consumer.models import Kind, Observation, RecipientState, Scope, Status
 from consumer.providers.base import Obj, Parsed, normalize_email, parse_time, synthetic_id
 
 __all__ = ["Ses"]
@@ -223,17 +223,33 @@ class Ses:
         return tuple(out)
 
     def _subscription(self, sub: Obj, mail: Obj, base: dict[str, Any]) -> tuple[Observation, ...]:
+        """Unsubscribes are scoped to the contact list, or to the topics newly opted out."""
         occurred = parse_time(sub.raw("timestamp"), f"{sub.path}.timestamp")
-        prefs = sub.obj("newTopicPreferences")
-        unsubscribed = bool(prefs is not None and prefs.bool("unsubscribeAll"))
-        if not unsubscribed:
-            return ()
+        contact_list = sub.str("contactList") or "default"
+        new = sub.obj("newTopicPreferences")
+        old = sub.obj("oldTopicPreferences")
+        scopes: list[Scope] = []
+        if new is not None and new.bool("unsubscribeAll"):
+            scopes.append(Scope("contactList", contact_list))
+        elif new is not None:
+            before = {}
+            if old is not None:
+                for item in old.list("topicSubscriptionStatus"):
+                    topic = Obj(item, f"{old.path}.topicSubscriptionStatus")
+                    before[topic.str("topicName")] = topic.str("subscriptionStatus")
+            for item in new.list("topicSubscriptionStatus"):
+                topic = Obj(item, f"{new.path}.topicSubscriptionStatus")
+                name = topic.str("topicName")
+                if topic.str("subscriptionStatus") == "OptOut" and before.get(name) != "OptOut":
+                    scopes.append(Scope("topic", f"{contact_list}/{name}"))
         out = []
         for index, item in enumerate(mail.list("destination")):
             email = normalize_email(item, f"{mail.path}.destination[{index}]")
-            out.append(Observation(
-                kind=Kind.SUPPRESS, email=email, occurred_at=occurred,
-                provider_event_id=synthetic_id(base["message_id"], email, "subscription", occurred),
-                provider_state="Subscription/unsubscribeAll", suppression_reason="Unsubscribe",
-                **base))
+            for scope in scopes:
+                out.append(Observation(
+                    kind=Kind.SUPPRESS, email=email, occurred_at=occurred,
+                    provider_event_id=synthetic_id(base["message_id"], email, "subscription",
+                                                   occurred, scope.id),
+                    provider_state=f"Subscription/{scope.kind}", suppression_reason="Unsubscribe",
+                    scope=scope, **base))
         return tuple(out)

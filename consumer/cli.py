@@ -1,0 +1,230 @@
+"""Command line: ``bounce-consumer classify`` and ``bounce-consumer explain``.
+
+``classify`` is the offline twin of the worker: the same pure pipeline over JSON Lines,
+normalized events on stdout in input order, one dead-letter line per bad input line
+(and processing goes on).  ``explain`` shows how one text or payload is decided.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from consumer import __version__
+from consumer.codec import DEFAULT_MAX_BYTES
+from consumer.errors import PayloadError, RulesError
+from consumer.models import DeadLetter, Kind, Observation
+from consumer.pipeline import normalize, process
+from consumer.providers import BY_NAME
+from consumer.rules import Rules, load_rules
+from consumer.textmatch import tokenize
+
+__all__ = ["main"]
+
+_FLUSH_EVERY = 512
+
+
+def _now() -> str:
+    moment = datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, stream: IO[str], total: int) -> None:
+        self.stream, self.total, self.last = stream, max(total, 1), 0.0
+
+    def update(self, done: int, lines: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        share = min(done / self.total, 1.0)
+        bar = "#" * int(share * 30)
+        self.stream.write(f"\r[{bar:<30}] {share:6.1%} {lines:,} lines")
+        if force:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _lines(stream: IO[bytes]) -> Iterator[bytes]:
+    yield from stream
+
+
+def _classify(args: argparse.Namespace, rules: Rules) -> int:
+    source = args.input
+    try:
+        stream: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"bounce-consumer: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return 1
+    errors_out: IO[bytes] = open(args.errors, "wb") if args.errors else sys.stderr.buffer  # noqa: SIM115
+    suppressions_out: IO[bytes] | None = (
+        open(args.suppressions, "wb") if args.suppressions else None  # noqa: SIM115
+    )
+    out = sys.stdout.buffer
+    progress = None
+    if source != "-" and sys.stderr.isatty():
+        progress = _Progress(sys.stderr, Path(source).stat().st_size)
+    received_at = _now()
+    events: list[bytes] = []
+    updates: list[bytes] = []
+    dumps = orjson.dumps
+    done = lines = bad = 0
+    try:
+        for lines, line in enumerate(_lines(stream), 1):
+            done += len(line)
+            if not line.strip():
+                continue
+            try:
+                outcome = process(line, rules, received_at, args.provider, None, args.max_bytes)
+            except PayloadError as exc:
+                bad += 1
+                letter = DeadLetter(type(exc).__name__, exc.kind, str(exc), len(line), lines)
+                errors_out.write(dumps(letter.to_json()) + b"\n")
+                continue
+            for event in outcome.events:
+                events.append(dumps(event.to_json()))
+            if suppressions_out is not None:
+                for update in outcome.suppressions:
+                    updates.append(dumps(update.to_json()))
+            if len(events) >= _FLUSH_EVERY:
+                out.write(b"\n".join(events) + b"\n")
+                events.clear()
+                if progress is not None:
+                    progress.update(done, lines)
+            if len(updates) >= _FLUSH_EVERY and suppressions_out is not None:
+                suppressions_out.write(b"\n".join(updates) + b"\n")
+                updates.clear()
+        if events:
+            out.write(b"\n".join(events) + b"\n")
+        if updates and suppressions_out is not None:
+            suppressions_out.write(b"\n".join(updates) + b"\n")
+        out.flush()
+    except OSError as exc:
+        print(f"bounce-consumer: I/O error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if progress is not None:
+            progress.update(done, lines, force=True)
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        if suppressions_out is not None:
+            suppressions_out.close()
+        if errors_out is not sys.stderr.buffer:
+            errors_out.close()
+    if bad and args.errors is None:
+        sys.stderr.flush()
+    return 0
+
+
+def _explain(args: argparse.Namespace, rules: Rules) -> int:
+    text = args.text
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            outcome = process(text.encode(), rules, _now(), args.provider)
+        except PayloadError as exc:
+            print(f"dead letter ({type(exc).__name__}): {exc}")
+            return 0
+        from consumer.providers import detect  # the parsed observations, for their evidence
+
+        payload = orjson.loads(text)
+        observations = detect(payload, args.provider).parse(payload, _now()).observations
+        if not observations:
+            print(f"{outcome.provider}: recognised and ignored (not a delivery outcome)")
+        for observation in observations:
+            _print_explanation(observation, rules)
+        for update in outcome.suppressions:
+            print(f"suppression: {update.action.value} {update.reason}"
+                  + (" (needs review)" if update.needs_review else ""))
+        return 0
+    kind = {"failed": Kind.FAILED, "delayed": Kind.DEFERRED}[args.action]
+    observation = Observation(provider="dsn", kind=kind, email="someone@example.com",
+                              occurred_at=_now(), provider_event_id="explain",
+                              provider_state=args.action, diagnostic=text)
+    _print_explanation(observation, rules)
+    return 0
+
+
+def _print_explanation(observation: Observation, rules: Rules) -> None:
+    if observation.kind in (Kind.SUPPRESS, Kind.UNSUPPRESS):
+        print(f"{observation.provider} {observation.provider_state}: "
+              f"{observation.kind.value} ({observation.suppression_reason})")
+        return
+    from consumer.classify import classify
+    from consumer.mailbox import mailbox_provider
+
+    event = normalize(observation, rules)
+    text = tokenize(observation.diagnostic) if observation.diagnostic else None
+    domain = observation.email.rpartition("@")[2]
+    mailbox = mailbox_provider(rules, domain, observation.remote_mta, text)
+    result = classify(observation, rules, text, mailbox, explain=True)
+    print(f"status:          {event.status.value}")
+    print(f"recipientState:  {event.recipient_state.value if event.recipient_state else 'null'}")
+    print(f"classifiedBy:    {event.classified_by.value}")
+    print(f"mailboxProvider: {event.mailbox_provider}")
+    print(f"smtpCode:        {event.smtp_code}   enhancedCode: {event.enhanced_code}")
+    if event.rule_id:
+        rule = next(r for r in rules.messages.rules if r.id == event.rule_id)
+        print(f"rule:            {rule.id}")
+        print(f"  written for:   {rule.examples[0]}")
+        print(f"  source:        {rule.source}")
+    print("evidence:")
+    for step in result.evidence:
+        print(f"  - {step}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bounce-consumer",
+        description="Classify email delivery events (SendGrid, SES, Mailgun, SparkPost, "
+        "Postmark, Iterable, Okta, MTA DSN) into status and recipientState.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    classify = sub.add_parser(
+        "classify", help="classify JSON Lines of raw payloads",
+        description="Read JSON Lines (one raw payload or provider batch per line); write "
+        "normalized events as JSON Lines on stdout, in input order. Bad lines give one "
+        "dead-letter line each on stderr (or --errors) and processing goes on.")
+    classify.add_argument("input", nargs="?", default="-", help="a file, or - for stdin (default)")
+    classify.add_argument("--provider", choices=sorted(BY_NAME),
+                          help="skip format detection: every line is of this provider")
+    classify.add_argument("--suppressions", metavar="FILE",
+                          help="write suppression updates as JSON Lines to FILE")
+    classify.add_argument("--errors", metavar="FILE", help="write dead letters to FILE, not stderr")
+    classify.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                          help=f"payload size limit in bytes (default {DEFAULT_MAX_BYTES})")
+    explain = sub.add_parser(
+        "explain", help="show how a diagnostic text or a payload is classified",
+        description="TEXT is a remote server reply (e.g. '550 5.1.1 user unknown') or a whole "
+        "JSON payload.")
+    explain.add_argument("text", metavar="TEXT-or-PAYLOAD")
+    explain.add_argument("--action", choices=["failed", "delayed"], default="failed",
+                         help="for a bare text: the DSN action (default failed)")
+    explain.add_argument("--provider", choices=sorted(BY_NAME), help="skip format detection")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        rules = load_rules()
+    except RulesError as exc:
+        print(f"bounce-consumer: rule data is invalid: {exc}", file=sys.stderr)
+        return 2
+    handlers: dict[str, Any] = {"classify": _classify, "explain": _explain}
+    result: int = handlers[args.command](args, rules)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
