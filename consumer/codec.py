@@ -28,7 +28,7 @@ def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         message = str(exc)
-        if "recursion" in message.lower():
+        if "recursion" in message.lower() or "depth limit" in message.lower():
             raise DecodeError("JSON nested deeper than 1024 levels") from None
         if "utf-8" in message.lower() or "surrogate" in message.lower():
             raise DecodeError(f"not valid UTF-8 JSON: {message}") from None

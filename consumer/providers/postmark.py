@@ -50,7 +50,10 @@ class Postmark:
     name = "postmark"
 
     def matches(self, payload: Any) -> bool:
-        return isinstance(payload, dict) and payload.get("RecordType") in _RECORD_TYPES
+        if not isinstance(payload, dict):
+            return False
+        record_type = payload.get("RecordType")
+        return isinstance(record_type, str) and record_type in _RECORD_TYPES
 
     def parse(self, payload: Any, received_at: str) -> Parsed:
         record = Obj(payload, "$")

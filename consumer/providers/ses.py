@@ -51,7 +51,8 @@ _DELAY_TYPES = {
 
 
 def _is_sns(payload: Any) -> bool:
-    return (isinstance(payload, dict) and payload.get("Type") in _SNS_TYPES
+    return (isinstance(payload, dict) and isinstance(payload.get("Type"), str)
+            and payload["Type"] in _SNS_TYPES
             and "TopicArn" in payload and "Message" in payload)
 
 
