@@ -19,7 +19,7 @@ suppression facts, through ``data/policy.toml``.
 
 from __future__ import annotations
 
-from consumer.models import ClassifiedBy, Classification, Kind, Observation, RecipientState, Status
+from consumer.models import Classification, ClassifiedBy, Kind, Observation, RecipientState, Status
 from consumer.rules import Rules
 from consumer.smtp import enhanced_code, is_real_reply_code, reply_code
 from consumer.textmatch import TokenText
@@ -63,17 +63,7 @@ def classify(
     reply, enhanced = codes_of(observation)
     evidence: list[str] = []
     if observation.kind is Kind.DELIVERED:
-        # Accepted.  Only an auto-reply text (an MTA reporting the away message of a
-        # delivered mail) adds a state; any other rule would contradict the delivery.
-        state, by, delivered_rule = observation.fact_state, ClassifiedBy.PROVIDER, None
-        if state is None and text is not None:
-            rule = rules.messages.match(text, reply, enhanced, mailbox)
-            if rule is not None and rule.state is _AUTO_REPLY:
-                state, by, delivered_rule = _AUTO_REPLY, ClassifiedBy.RULE, rule.id
-        if explain:
-            evidence.append(f"provider reports a delivery ({observation.provider_state})")
-        return Classification(Status.DELIVERED, state, by, delivered_rule, reply, enhanced,
-                              tuple(evidence))
+        return _delivered(observation, rules, text, mailbox, reply, enhanced, explain)
 
     temporary = _is_temporary(observation.kind, reply, enhanced)
     rule = None
@@ -108,7 +98,9 @@ def classify(
                 evidence.append(f"weak enhanced code {enhanced}: {entry.meaning}")
         elif (reply_entry := rules.reply_entry(reply)) is not None:
             state, by, retrying_override = (
-                reply_entry.final, ClassifiedBy.REPLY_CODE, reply_entry.retrying
+                reply_entry.final,
+                ClassifiedBy.REPLY_CODE,
+                reply_entry.retrying,
             )
             if explain:
                 evidence.append(f"reply code {reply}: {reply_entry.meaning}")
@@ -126,13 +118,37 @@ def classify(
     if temporary and not keep_final and state is not _AUTO_REPLY:
         state = retrying_override or rules.policy.temporary[state]
         if explain:
-            evidence.append(f"temporary failure (reply {reply}, enhanced {enhanced}): {state.value}")
+            evidence.append(
+                f"temporary failure (reply {reply}, enhanced {enhanced}): {state.value}"
+            )
 
     status = _status(observation, rules, state, held)
     if explain:
-        evidence.append(f"status {status.value}: phase {observation.kind.value}, "
-                        f"provider status {observation.provider_status}")
+        evidence.append(
+            f"status {status.value}: phase {observation.kind.value}, "
+            f"provider status {observation.provider_status}"
+        )
     return Classification(status, state, by, rule_id, reply, enhanced, tuple(evidence))
+
+
+def _delivered(
+    observation: Observation,
+    rules: Rules,
+    text: TokenText | None,
+    mailbox: str,
+    reply: int | None,
+    enhanced: str | None,
+    explain: bool,
+) -> Classification:
+    """Accepted.  Only an auto-reply text (an MTA reporting the away message of a
+    delivered mail) adds a state; any other rule would contradict the delivery."""
+    state, by, rule_id = observation.fact_state, ClassifiedBy.PROVIDER, None
+    if state is None and text is not None:
+        rule = rules.messages.match(text, reply, enhanced, mailbox)
+        if rule is not None and rule.state is _AUTO_REPLY:
+            state, by, rule_id = _AUTO_REPLY, ClassifiedBy.RULE, rule.id
+    evidence = (f"provider reports a delivery ({observation.provider_state})",) if explain else ()
+    return Classification(Status.DELIVERED, state, by, rule_id, reply, enhanced, evidence)
 
 
 def _status(observation: Observation, rules: Rules, state: RecipientState, held: bool) -> Status:

@@ -18,11 +18,13 @@ from typing import IO, Any
 import orjson
 
 from consumer import __version__
+from consumer.classify import classify
 from consumer.codec import DEFAULT_MAX_BYTES
 from consumer.errors import PayloadError, RulesError
+from consumer.mailbox import mailbox_provider
 from consumer.models import DeadLetter, Kind, Observation
 from consumer.pipeline import normalize, process
-from consumer.providers import BY_NAME
+from consumer.providers import BY_NAME, detect
 from consumer.rules import Rules, load_rules
 from consumer.textmatch import tokenize
 
@@ -134,8 +136,6 @@ def _explain(args: argparse.Namespace, rules: Rules) -> int:
         except PayloadError as exc:
             print(f"dead letter ({type(exc).__name__}): {exc}")
             return 0
-        from consumer.providers import detect  # the parsed observations, for their evidence
-
         payload = orjson.loads(text)
         observations = detect(payload, args.provider).parse(payload, _now()).observations
         if not observations:
@@ -143,25 +143,32 @@ def _explain(args: argparse.Namespace, rules: Rules) -> int:
         for observation in observations:
             _print_explanation(observation, rules)
         for update in outcome.suppressions:
-            print(f"suppression: {update.action.value} {update.reason}"
-                  + (" (needs review)" if update.needs_review else ""))
+            print(
+                f"suppression: {update.action.value} {update.reason}"
+                + (" (needs review)" if update.needs_review else "")
+            )
         return 0
     kind = {"failed": Kind.FAILED, "delayed": Kind.DEFERRED}[args.action]
-    observation = Observation(provider="dsn", kind=kind, email="someone@example.com",
-                              occurred_at=_now(), provider_event_id="explain",
-                              provider_state=args.action, diagnostic=text)
+    observation = Observation(
+        provider="dsn",
+        kind=kind,
+        email="someone@example.com",
+        occurred_at=_now(),
+        provider_event_id="explain",
+        provider_state=args.action,
+        diagnostic=text,
+    )
     _print_explanation(observation, rules)
     return 0
 
 
 def _print_explanation(observation: Observation, rules: Rules) -> None:
     if observation.kind in (Kind.SUPPRESS, Kind.UNSUPPRESS):
-        print(f"{observation.provider} {observation.provider_state}: "
-              f"{observation.kind.value} ({observation.suppression_reason})")
+        print(
+            f"{observation.provider} {observation.provider_state}: "
+            f"{observation.kind.value} ({observation.suppression_reason})"
+        )
         return
-    from consumer.classify import classify
-    from consumer.mailbox import mailbox_provider
-
     event = normalize(observation, rules)
     text = tokenize(observation.diagnostic) if observation.diagnostic else None
     domain = observation.email.rpartition("@")[2]
@@ -191,25 +198,42 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     classify = sub.add_parser(
-        "classify", help="classify JSON Lines of raw payloads",
+        "classify",
+        help="classify JSON Lines of raw payloads",
         description="Read JSON Lines (one raw payload or provider batch per line); write "
         "normalized events as JSON Lines on stdout, in input order. Bad lines give one "
-        "dead-letter line each on stderr (or --errors) and processing goes on.")
+        "dead-letter line each on stderr (or --errors) and processing goes on.",
+    )
     classify.add_argument("input", nargs="?", default="-", help="a file, or - for stdin (default)")
-    classify.add_argument("--provider", choices=sorted(BY_NAME),
-                          help="skip format detection: every line is of this provider")
-    classify.add_argument("--suppressions", metavar="FILE",
-                          help="write suppression updates as JSON Lines to FILE")
+    classify.add_argument(
+        "--provider",
+        choices=sorted(BY_NAME),
+        help="skip format detection: every line is of this provider",
+    )
+    classify.add_argument(
+        "--suppressions", metavar="FILE", help="write suppression updates as JSON Lines to FILE"
+    )
     classify.add_argument("--errors", metavar="FILE", help="write dead letters to FILE, not stderr")
-    classify.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
-                          help=f"payload size limit in bytes (default {DEFAULT_MAX_BYTES})")
+    classify.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        metavar="N",
+        help=f"payload size limit in bytes (default {DEFAULT_MAX_BYTES})",
+    )
     explain = sub.add_parser(
-        "explain", help="show how a diagnostic text or a payload is classified",
+        "explain",
+        help="show how a diagnostic text or a payload is classified",
         description="TEXT is a remote server reply (e.g. '550 5.1.1 user unknown') or a whole "
-        "JSON payload.")
+        "JSON payload.",
+    )
     explain.add_argument("text", metavar="TEXT-or-PAYLOAD")
-    explain.add_argument("--action", choices=["failed", "delayed"], default="failed",
-                         help="for a bare text: the DSN action (default failed)")
+    explain.add_argument(
+        "--action",
+        choices=["failed", "delayed"],
+        default="failed",
+        help="for a bare text: the DSN action (default failed)",
+    )
     explain.add_argument("--provider", choices=sorted(BY_NAME), help="skip format detection")
     return parser
 

@@ -34,8 +34,10 @@ def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             raise DecodeError(f"not valid UTF-8 JSON: {message}") from None
         raise DecodeError(f"not valid JSON: {message}") from None
     if not isinstance(payload, dict | list):
-        raise DecodeError(f"a JSON {type(payload).__name__} is not a delivery event "
-                          "(expected an object or an array)")
+        raise DecodeError(
+            f"a JSON {type(payload).__name__} is not a delivery event "
+            "(expected an object or an array)"
+        )
     return payload
 
 

@@ -11,8 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
-    "ClassifiedBy",
     "Classification",
+    "ClassifiedBy",
     "DeadLetter",
     "Kind",
     "NormalizedEvent",

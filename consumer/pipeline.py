@@ -31,8 +31,9 @@ __all__ = ["event_id", "normalize", "process"]
 
 def event_id(*parts: str) -> str:
     """Deterministic output id: the same input always yields the same id (replays dedupe)."""
-    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "replace"),
-                           digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        "\x1f".join(parts).encode("utf-8", "replace"), digest_size=16
+    ).hexdigest()
 
 
 def process(
@@ -51,9 +52,13 @@ def process(
     suppressions: list[SuppressionUpdate] = []
     for observation in parsed.observations:
         if observation.kind is Kind.SUPPRESS or observation.kind is Kind.UNSUPPRESS:
-            ident = event_id(observation.provider, observation.provider_event_id,
-                             observation.email, observation.kind.value,
-                             observation.suppression_reason or "")
+            ident = event_id(
+                observation.provider,
+                observation.provider_event_id,
+                observation.email,
+                observation.kind.value,
+                observation.suppression_reason or "",
+            )
             suppressions.append(for_list_change(observation, ident, rules.policy))
             continue
         event = normalize(observation, rules, source)
@@ -73,8 +78,12 @@ def normalize(
     mailbox = mailbox_provider(rules, domain, observation.remote_mta, text)
     result = classify(observation, rules, text, mailbox, explain)
     return NormalizedEvent(
-        event_id=event_id(observation.provider, observation.provider_event_id, observation.email,
-                          result.status.value),
+        event_id=event_id(
+            observation.provider,
+            observation.provider_event_id,
+            observation.email,
+            result.status.value,
+        ),
         provider=observation.provider,
         provider_event_id=observation.provider_event_id,
         occurred_at=observation.occurred_at,

@@ -62,8 +62,15 @@ class Rule:
     def accepts(
         self, text: TokenText, reply: int | None, enhanced: str | None, mailbox: str
     ) -> bool:
+        """Whole check, for one rule on its own (examples, explain)."""
         if not any(phrase.found_in(text) for phrase in self.any):
             return False
+        return self.narrowing_holds(text, reply, enhanced, mailbox)
+
+    def narrowing_holds(
+        self, text: TokenText, reply: int | None, enhanced: str | None, mailbox: str
+    ) -> bool:
+        """The conditions beyond ``any``: ``all``, ``unless``, ``providers``, ``codes``."""
         if self.all and not all(phrase.found_in(text) for phrase in self.all):
             return False
         if self.unless and any(phrase.found_in(text) for phrase in self.unless):
@@ -94,32 +101,39 @@ class RuleSet:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
         anchors = choose_anchors(p for rule in self.rules for p in rule.any)
-        by_anchor: dict[bytes, set[int]] = {}
-        always: set[int] = set()
+        by_anchor: dict[bytes, list[tuple[Phrase, int]]] = {}
+        always: list[tuple[Phrase, int]] = []
         for index, rule in enumerate(self.rules):
             for phrase in rule.any:
                 anchor = anchors[phrase]
+                entry = (phrase, index)
                 if anchor is None:
-                    always.add(index)
+                    always.append(entry)
                 else:
-                    by_anchor.setdefault(anchor, set()).add(index)
-        self._by_anchor = {anchor: frozenset(ids) for anchor, ids in by_anchor.items()}
+                    by_anchor.setdefault(anchor, []).append(entry)
+        self._by_anchor = {anchor: tuple(entries) for anchor, entries in by_anchor.items()}
         self._anchor_set = frozenset(self._by_anchor)
-        self._always = frozenset(always)
+        self._always = tuple(always)
 
     def match(
         self, prepared: TokenText, reply: int | None, enhanced: str | None, mailbox: str
     ) -> Rule | None:
-        """The first rule, in file order, that accepts the text; ``None`` if none does."""
-        hits = self._anchor_set.intersection(prepared.tokens)
-        if not hits and not self._always:
-            return None
-        candidates: set[int] = set(self._always)
-        for anchor in hits:
-            candidates.update(self._by_anchor[anchor])
-        for index in sorted(candidates):
+        """The first rule, in file order, that accepts the text; ``None`` if none does.
+
+        Only phrases whose anchor word occurs are tested, each once; a rule becomes a
+        candidate when one of its phrases is found, then its narrowing conditions decide.
+        """
+        found: set[int] = set()
+        for phrase, index in self._always:
+            if index not in found and phrase.found_in(prepared):
+                found.add(index)
+        for anchor in self._anchor_set.intersection(prepared.tokens):
+            for phrase, index in self._by_anchor[anchor]:
+                if index not in found and phrase.found_in(prepared):
+                    found.add(index)
+        for index in sorted(found):
             rule = self.rules[index]
-            if rule.accepts(prepared, reply, enhanced, mailbox):
+            if rule.narrowing_holds(prepared, reply, enhanced, mailbox):
                 return rule
         return None
 
@@ -209,8 +223,20 @@ def _phrases(value: Any, where: str) -> tuple[Phrase, ...]:
 def _parse_rules(doc: Mapping[str, Any], groups: Sequence[str]) -> list[Rule]:
     rules: list[Rule] = []
     seen_ids: set[str] = set()
-    allowed = {"id", "state", "retrying", "any", "all", "unless", "codes", "providers",
-               "permanent", "held", "example", "source"}
+    allowed = {
+        "id",
+        "state",
+        "retrying",
+        "any",
+        "all",
+        "unless",
+        "codes",
+        "providers",
+        "permanent",
+        "held",
+        "example",
+        "source",
+    }
     for order, raw in enumerate(doc.get("rule", [])):
         rule_id = raw.get("id")
         where = f"messages.toml rule {rule_id or order}"
@@ -270,9 +296,7 @@ def _check_shadowing(rules: Sequence[Rule]) -> None:
             earlier.extend((phrase, rule) for phrase in rule.any)
 
 
-def _parse_codes(
-    entries: Sequence[Mapping[str, Any]], where: str
-) -> dict[str, CodeEntry]:
+def _parse_codes(entries: Sequence[Mapping[str, Any]], where: str) -> dict[str, CodeEntry]:
     table: dict[str, CodeEntry] = {}
     for raw in entries:
         code = raw.get("code")
@@ -305,8 +329,9 @@ def _parse_policy(doc: Mapping[str, Any], digest: str) -> Policy:
     firm = frozenset(
         _state(s, "policy.toml suppression") for s in doc.get("suppression", {}).get("firm", [])
     )
-    return Policy(final_status=final_status, temporary=temporary, firm_suppression=firm,
-                  version=digest)
+    return Policy(
+        final_status=final_status, temporary=temporary, firm_suppression=firm, version=digest
+    )
 
 
 def _read(name: str) -> bytes:

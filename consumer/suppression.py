@@ -25,20 +25,32 @@ def for_event(event: NormalizedEvent, policy: Policy) -> SuppressionUpdate | Non
     if event.status is not Status.BOUNCE or event.recipient_state is None:
         return None
     return SuppressionUpdate(
-        event_id=event.event_id, provider=event.provider, email=event.email,
-        action=SuppressionAction.SUPPRESS, reason=event.recipient_state.value,
-        occurred_at=event.occurred_at, policy_version=policy.version,
-        needs_review=event.recipient_state not in policy.firm_suppression, source=event.source,
+        event_id=event.event_id,
+        provider=event.provider,
+        email=event.email,
+        action=SuppressionAction.SUPPRESS,
+        reason=event.recipient_state.value,
+        occurred_at=event.occurred_at,
+        policy_version=policy.version,
+        needs_review=event.recipient_state not in policy.firm_suppression,
+        source=event.source,
     )
 
 
 def for_list_change(observation: Observation, event_id: str, policy: Policy) -> SuppressionUpdate:
     """A complaint, unsubscribe or reactivation reported by the provider."""
-    action = (SuppressionAction.UNSUPPRESS if observation.kind is Kind.UNSUPPRESS
-              else SuppressionAction.SUPPRESS)
+    action = (
+        SuppressionAction.UNSUPPRESS
+        if observation.kind is Kind.UNSUPPRESS
+        else SuppressionAction.SUPPRESS
+    )
     return SuppressionUpdate(
-        event_id=event_id, provider=observation.provider, email=observation.email, action=action,
+        event_id=event_id,
+        provider=observation.provider,
+        email=observation.email,
+        action=action,
         reason=observation.suppression_reason or action.value.capitalize(),
-        occurred_at=observation.occurred_at, policy_version=policy.version,
+        occurred_at=observation.occurred_at,
+        policy_version=policy.version,
         scope=observation.scope,
     )

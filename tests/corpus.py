@@ -25,9 +25,12 @@ def diagnostic_cases() -> list[dict[str, Any]]:
 
 def as_generic_event(case: dict[str, Any]) -> bytes:
     """A corpus case in the generic MTA form (input format 8)."""
-    event: dict[str, Any] = {"finalRecipient": f"rfc822; {case['recipient']}",
-                             "action": case["action"], "diagnosticCode": case["diagnostic"],
-                             "lastAttemptDate": "Fri, 14 Mar 2025 09:12:05 +0000"}
+    event: dict[str, Any] = {
+        "finalRecipient": f"rfc822; {case['recipient']}",
+        "action": case["action"],
+        "diagnosticCode": case["diagnostic"],
+        "lastAttemptDate": "Fri, 14 Mar 2025 09:12:05 +0000",
+    }
     if "dsn_status" in case:
         event["status"] = case["dsn_status"]
     if "remote_mta" in case:

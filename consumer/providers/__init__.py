@@ -23,7 +23,14 @@ from consumer.providers.sparkpost import SparkPost
 __all__ = ["BY_NAME", "ORDER", "Parsed", "Provider", "detect"]
 
 ORDER: tuple[Provider, ...] = (
-    Ses(), Mailgun(), SparkPost(), SendGrid(), Postmark(), Iterable(), Okta(), Dsn(),
+    Ses(),
+    Mailgun(),
+    SparkPost(),
+    SendGrid(),
+    Postmark(),
+    Iterable(),
+    Okta(),
+    Dsn(),
 )
 BY_NAME: dict[str, Provider] = {provider.name: provider for provider in ORDER}
 

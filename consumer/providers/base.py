@@ -50,8 +50,15 @@ class Provider(Protocol):
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 class Obj:
@@ -71,7 +78,7 @@ class Obj:
     def raw(self, key: str) -> Any:
         return self.data.get(key)
 
-    def str(self, key: str) -> str | None:
+    def text(self, key: str) -> str | None:
         """A string field; ``None`` when absent or null; an error for any other type."""
         value = self.data.get(key)
         if value is None or isinstance(value, str):
@@ -79,7 +86,7 @@ class Obj:
         raise ParseError(f"{self.path}.{key}: expected a string, got {_type_name(value)}")
 
     def req(self, key: str) -> str:
-        value = self.str(key)
+        value = self.text(key)
         if value is None or not value.strip():
             raise ParseError(f"{self.path}.{key}: missing")
         return value
@@ -93,7 +100,7 @@ class Obj:
             return str(value)
         raise ParseError(f"{self.path}.{key}: expected a string or number, got {_type_name(value)}")
 
-    def int(self, key: str) -> int | None:
+    def integer(self, key: str) -> int | None:
         value = self.data.get(key)
         if value is None:
             return None
@@ -107,7 +114,7 @@ class Obj:
             return int(value)
         raise ParseError(f"{self.path}.{key}: expected an integer, got {_type_name(value)}")
 
-    def bool(self, key: str) -> bool | None:
+    def flag(self, key: str) -> bool | None:
         value = self.data.get(key)
         if value is None or isinstance(value, bool):
             return value
@@ -123,7 +130,7 @@ class Obj:
             raise ParseError(f"{self.path}.{key}: missing")
         return value
 
-    def list(self, key: str) -> list[Any]:
+    def array(self, key: str) -> list[Any]:
         value = self.data.get(key)
         if value is None:
             return []

@@ -24,7 +24,8 @@ class Iterable:
         if not isinstance(payload, dict):
             return False
         return payload.get("eventType") == "emailBounce" or (
-            payload.get("eventName") == "emailBounce" and isinstance(payload.get("dataFields"), dict)
+            payload.get("eventName") == "emailBounce"
+            and isinstance(payload.get("dataFields"), dict)
         )
 
     def parse(self, payload: Any, received_at: str) -> Parsed:
@@ -34,7 +35,7 @@ class Iterable:
         email = normalize_email(root.raw("email") or fields.raw("email"), "$.email")
         created = fields.raw("createdAt") or root.raw("createdAt")
         occurred = parse_time(created, f"{fields.path}.createdAt")
-        label = fields.str("recipientState")
+        label = fields.text("recipientState")
         category = None
         if label is not None:
             try:
@@ -42,10 +43,21 @@ class Iterable:
             except ValueError:
                 raise ParseError(f"{fields.path}.recipientState: unknown value {label!r}") from None
         message_id = fields.ident("messageId")
-        return Parsed((Observation(
-            provider=self.name, kind=Kind.FAILED, email=email, occurred_at=occurred,
-            provider_event_id=synthetic_id(message_id, email, "emailBounce", occurred),
-            provider_state=label, message_id=message_id,
-            campaign_id=fields.ident("campaignId"), template_id=fields.ident("templateId"),
-            diagnostic=fields.str("bounceMessage"), enhanced_code=fields.str("status"),
-            category_state=category),))
+        return Parsed(
+            (
+                Observation(
+                    provider=self.name,
+                    kind=Kind.FAILED,
+                    email=email,
+                    occurred_at=occurred,
+                    provider_event_id=synthetic_id(message_id, email, "emailBounce", occurred),
+                    provider_state=label,
+                    message_id=message_id,
+                    campaign_id=fields.ident("campaignId"),
+                    template_id=fields.ident("templateId"),
+                    diagnostic=fields.text("bounceMessage"),
+                    enhanced_code=fields.text("status"),
+                    category_state=category,
+                ),
+            )
+        )

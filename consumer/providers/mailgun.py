@@ -15,7 +15,9 @@ from consumer.providers.base import Obj, Parsed, normalize_email, parse_time, sy
 
 __all__ = ["Mailgun"]
 
-_IGNORED = frozenset({"accepted", "opened", "clicked", "stored", "rejected", "list_member_uploaded"})
+_IGNORED = frozenset(
+    {"accepted", "opened", "clicked", "stored", "rejected", "list_member_uploaded"}
+)
 
 #: permanent ``reason`` -> (definitive fact, category, provider status).
 _PERMANENT: dict[str, tuple[RecipientState | None, RecipientState | None, Status | None]] = {
@@ -40,8 +42,12 @@ class Mailgun:
             return False
         if isinstance(payload.get("event-data"), dict):
             return True
-        return ("event" in payload and "id" in payload and "log-level" in payload
-                and isinstance(payload.get("timestamp"), int | float))
+        return (
+            "event" in payload
+            and "id" in payload
+            and "log-level" in payload
+            and isinstance(payload.get("timestamp"), int | float)
+        )
 
     def parse(self, payload: Any, received_at: str) -> Parsed:
         root = Obj(payload, "$")
@@ -53,15 +59,18 @@ class Mailgun:
         occurred = parse_time(data.raw("timestamp"), f"{data.path}.timestamp")
         message = data.obj("message")
         headers = message.obj("headers") if message else None
-        message_id = headers.str("message-id") if headers else None
+        message_id = headers.text("message-id") if headers else None
         event_id = data.ident("id") or synthetic_id(message_id, email, name, occurred)
-        campaigns = data.list("campaigns")
+        campaigns = data.array("campaigns")
         campaign = None
         if campaigns and isinstance(campaigns[0], dict):
             campaign = str(campaigns[0].get("id") or "") or None
         base: dict[str, Any] = {
-            "provider": self.name, "email": email, "occurred_at": occurred,
-            "provider_event_id": f"{event_id}:{occurred}", "message_id": message_id,
+            "provider": self.name,
+            "email": email,
+            "occurred_at": occurred,
+            "provider_event_id": f"{event_id}:{occurred}",
+            "message_id": message_id,
             "campaign_id": campaign,
         }
         status_obj = data.obj("delivery-status")
@@ -71,24 +80,49 @@ class Mailgun:
         remote = None
         bounce_type = None
         if status_obj is not None:
-            diagnostic = status_obj.str("message") or status_obj.str("description") or None
-            code = status_obj.int("code")
-            enhanced = status_obj.str("enhanced-code")
-            remote = status_obj.str("mx-host")
-            bounce_type = status_obj.str("bounce-type")
+            diagnostic = status_obj.text("message") or status_obj.text("description") or None
+            code = status_obj.integer("code")
+            enhanced = status_obj.text("enhanced-code")
+            remote = status_obj.text("mx-host")
+            bounce_type = status_obj.text("bounce-type")
         if name == "delivered":
-            return Parsed((Observation(kind=Kind.DELIVERED, provider_state="delivered",
-                                       diagnostic=diagnostic, remote_mta=remote, **base),))
+            return Parsed(
+                (
+                    Observation(
+                        kind=Kind.DELIVERED,
+                        provider_state="delivered",
+                        diagnostic=diagnostic,
+                        remote_mta=remote,
+                        **base,
+                    ),
+                )
+            )
         if name == "complained":
-            return Parsed((Observation(kind=Kind.SUPPRESS, provider_state="complained",
-                                       suppression_reason="Complaint", **base),))
+            return Parsed(
+                (
+                    Observation(
+                        kind=Kind.SUPPRESS,
+                        provider_state="complained",
+                        suppression_reason="Complaint",
+                        **base,
+                    ),
+                )
+            )
         if name == "unsubscribed":
-            return Parsed((Observation(kind=Kind.SUPPRESS, provider_state="unsubscribed",
-                                       suppression_reason="Unsubscribe", **base),))
+            return Parsed(
+                (
+                    Observation(
+                        kind=Kind.SUPPRESS,
+                        provider_state="unsubscribed",
+                        suppression_reason="Unsubscribe",
+                        **base,
+                    ),
+                )
+            )
         if name != "failed":
             return Parsed((), 1)
-        severity = (data.str("severity") or "permanent").lower()
-        reason = (data.str("reason") or "generic").lower()
+        severity = (data.text("severity") or "permanent").lower()
+        reason = (data.text("reason") or "generic").lower()
         if code in _PSEUDO_CODES and not diagnostic:
             diagnostic = _PSEUDO_CODES[code]
         if code is not None and (code in _PSEUDO_CODES or code >= 600):
@@ -98,10 +132,20 @@ class Mailgun:
                 "espblock": RecipientState.SOFT_BOUNCE_SPAM_DETECTED,
                 "greylisted": RecipientState.SOFT_BOUNCE_GENERAL,
             }.get(reason)
-            return Parsed((Observation(
-                kind=Kind.DEFERRED, provider_state=f"failed/temporary/{reason}",
-                diagnostic=diagnostic, smtp_code=code, enhanced_code=enhanced, remote_mta=remote,
-                category_state=category, **base),))
+            return Parsed(
+                (
+                    Observation(
+                        kind=Kind.DEFERRED,
+                        provider_state=f"failed/temporary/{reason}",
+                        diagnostic=diagnostic,
+                        smtp_code=code,
+                        enhanced_code=enhanced,
+                        remote_mta=remote,
+                        category_state=category,
+                        **base,
+                    ),
+                )
+            )
         fact, category, status = _PERMANENT.get(reason, (None, None, None))
         if reason == "bounce":
             if bounce_type == "hard":
@@ -110,8 +154,20 @@ class Mailgun:
                 status = Status.BLOCKED
             else:
                 category = RecipientState.HARD_BOUNCE
-        return Parsed((Observation(
-            kind=Kind.FAILED,
-            provider_state=f"failed/permanent/{reason}" + (f"/{bounce_type}" if bounce_type else ""),
-            diagnostic=diagnostic, smtp_code=code, enhanced_code=enhanced, remote_mta=remote,
-            fact_state=fact, category_state=category, provider_status=status, **base),))
+        return Parsed(
+            (
+                Observation(
+                    kind=Kind.FAILED,
+                    provider_state=f"failed/permanent/{reason}"
+                    + (f"/{bounce_type}" if bounce_type else ""),
+                    diagnostic=diagnostic,
+                    smtp_code=code,
+                    enhanced_code=enhanced,
+                    remote_mta=remote,
+                    fact_state=fact,
+                    category_state=category,
+                    provider_status=status,
+                    **base,
+                ),
+            )
+        )

@@ -14,22 +14,34 @@ from consumer.providers.base import Obj, Parsed, normalize_email, parse_time, sy
 
 __all__ = ["Postmark"]
 
-_RECORD_TYPES = frozenset({"Bounce", "Delivery", "SpamComplaint", "Open", "Click",
-                           "SubscriptionChange", "Inbound"})
+_RECORD_TYPES = frozenset(
+    {"Bounce", "Delivery", "SpamComplaint", "Open", "Click", "SubscriptionChange", "Inbound"}
+)
 
 # Bounce Type -> (kind, fact, category, default status).  Kind None: not an outcome.
-_TYPES: dict[str, tuple[Kind | None, RecipientState | None, RecipientState | None, Status | None]] = {
+_TYPES: dict[
+    str, tuple[Kind | None, RecipientState | None, RecipientState | None, Status | None]
+] = {
     "HardBounce": (Kind.FAILED, None, RecipientState.HARD_BOUNCE, Status.BOUNCE),
     "BadEmailAddress": (Kind.FAILED, None, RecipientState.HARD_BOUNCE, Status.BOUNCE),
     "Transient": (Kind.DEFERRED, None, RecipientState.SOFT_BOUNCE_GENERAL, None),
     "AutoResponder": (Kind.DELIVERED, RecipientState.SOFT_BOUNCE_AUTO_REPLY, None, None),
     "ChallengeVerification": (Kind.DEFERRED, RecipientState.SOFT_BOUNCE_AUTO_REPLY, None, None),
     "DnsError": (Kind.FAILED, None, RecipientState.SOFT_BOUNCE_DNS_FAILURE, Status.BLOCKED),
-    "SpamNotification": (Kind.FAILED, None, RecipientState.MAIL_BLOCK_SPAM_DETECTED, Status.BLOCKED),
+    "SpamNotification": (
+        Kind.FAILED,
+        None,
+        RecipientState.MAIL_BLOCK_SPAM_DETECTED,
+        Status.BLOCKED,
+    ),
     "Unknown": (Kind.FAILED, None, RecipientState.SOFT_BOUNCE_UNDETERMINED, Status.BLOCKED),
     "SoftBounce": (Kind.FAILED, None, RecipientState.SOFT_BOUNCE_GENERAL, Status.BLOCKED),
-    "VirusNotification": (Kind.FAILED, None, RecipientState.MAIL_BLOCK_ATTACHMENT_DETECTED,
-                          Status.BLOCKED),
+    "VirusNotification": (
+        Kind.FAILED,
+        None,
+        RecipientState.MAIL_BLOCK_ATTACHMENT_DETECTED,
+        Status.BLOCKED,
+    ),
     "ManuallyDeactivated": (Kind.FAILED, RecipientState.SUPPRESSED, None, Status.BOUNCE),
     "Unconfirmed": (Kind.FAILED, RecipientState.SUPPRESSED, None, Status.BOUNCE),
     "Blocked": (Kind.FAILED, None, RecipientState.MAIL_BLOCK_GENERAL, Status.BLOCKED),
@@ -42,8 +54,11 @@ _TYPES: dict[str, tuple[Kind | None, RecipientState | None, RecipientState | Non
     "InboundError": (None, None, None, None),
 }
 
-_SUPPRESSION_REASONS = {"HardBounce": "HardBounce", "SpamComplaint": "Complaint",
-                        "ManualSuppression": "ManualSuppression"}
+_SUPPRESSION_REASONS = {
+    "HardBounce": "HardBounce",
+    "SpamComplaint": "Complaint",
+    "ManualSuppression": "ManualSuppression",
+}
 
 
 class Postmark:
@@ -61,47 +76,85 @@ class Postmark:
         if record_type in {"Open", "Click", "Inbound"}:
             return Parsed((), 1)
         message_id = record.ident("MessageID") or record.ident("MessageId")
-        tag = record.str("Tag")
+        tag = record.text("Tag")
         if record_type == "Delivery":
             email = normalize_email(record.raw("Recipient"), "$.Recipient")
             occurred = parse_time(record.raw("DeliveredAt"), "$.DeliveredAt")
-            return Parsed((Observation(
-                provider=self.name, kind=Kind.DELIVERED, email=email, occurred_at=occurred,
-                provider_event_id=synthetic_id(message_id, email, "delivery", occurred),
-                provider_state="Delivery", message_id=message_id, campaign_id=tag,
-                diagnostic=record.str("Details")),))
+            return Parsed(
+                (
+                    Observation(
+                        provider=self.name,
+                        kind=Kind.DELIVERED,
+                        email=email,
+                        occurred_at=occurred,
+                        provider_event_id=synthetic_id(message_id, email, "delivery", occurred),
+                        provider_state="Delivery",
+                        message_id=message_id,
+                        campaign_id=tag,
+                        diagnostic=record.text("Details"),
+                    ),
+                )
+            )
         if record_type == "SubscriptionChange":
             email = normalize_email(record.raw("Recipient"), "$.Recipient")
             occurred = parse_time(record.raw("ChangedAt"), "$.ChangedAt")
-            suppress = record.bool("SuppressSending")
-            reason = record.str("SuppressionReason")
-            return Parsed((Observation(
-                provider=self.name, kind=Kind.SUPPRESS if suppress else Kind.UNSUPPRESS,
-                email=email, occurred_at=occurred,
-                provider_event_id=synthetic_id(message_id, email, "subscription", occurred,
-                                               str(suppress)),
-                provider_state=f"SubscriptionChange/{reason or 'Reactivated'}",
-                message_id=message_id, campaign_id=tag,
-                suppression_reason=_SUPPRESSION_REASONS.get(reason or "", "ManualSuppression")
-                if suppress else "Reactivated"),))
+            suppress = record.flag("SuppressSending")
+            reason = record.text("SuppressionReason")
+            return Parsed(
+                (
+                    Observation(
+                        provider=self.name,
+                        kind=Kind.SUPPRESS if suppress else Kind.UNSUPPRESS,
+                        email=email,
+                        occurred_at=occurred,
+                        provider_event_id=synthetic_id(
+                            message_id, email, "subscription", occurred, str(suppress)
+                        ),
+                        provider_state=f"SubscriptionChange/{reason or 'Reactivated'}",
+                        message_id=message_id,
+                        campaign_id=tag,
+                        suppression_reason=_SUPPRESSION_REASONS.get(
+                            reason or "", "ManualSuppression"
+                        )
+                        if suppress
+                        else "Reactivated",
+                    ),
+                )
+            )
         email = normalize_email(record.raw("Email"), "$.Email")
         occurred = parse_time(record.raw("BouncedAt"), "$.BouncedAt")
-        bounce_type = record.str("Type") or "Unknown"
+        bounce_type = record.text("Type") or "Unknown"
         base: dict[str, Any] = {
-            "provider": self.name, "email": email, "occurred_at": occurred,
+            "provider": self.name,
+            "email": email,
+            "occurred_at": occurred,
             "provider_event_id": record.ident("ID")
             or synthetic_id(message_id, email, bounce_type, occurred),
-            "message_id": message_id, "campaign_id": tag, "provider_state": bounce_type,
+            "message_id": message_id,
+            "campaign_id": tag,
+            "provider_state": bounce_type,
         }
         if record_type == "SpamComplaint" or bounce_type in {"SpamComplaint", "Unsubscribe"}:
             reason = "Unsubscribe" if bounce_type == "Unsubscribe" else "Complaint"
             return Parsed((Observation(kind=Kind.SUPPRESS, suppression_reason=reason, **base),))
         kind, fact, category, status = _TYPES.get(
-            bounce_type, (Kind.FAILED, None, RecipientState.SOFT_BOUNCE_UNDETERMINED, Status.BLOCKED))
+            bounce_type,
+            (Kind.FAILED, None, RecipientState.SOFT_BOUNCE_UNDETERMINED, Status.BLOCKED),
+        )
         if kind is None:
             return Parsed((), 1)
-        if record.bool("Inactive") and kind is Kind.FAILED:
+        if record.flag("Inactive") and kind is Kind.FAILED:
             status = Status.BOUNCE
-        return Parsed((Observation(
-            kind=kind, diagnostic=record.str("Details"), fact_state=fact, category_state=category,
-            provider_status=status, held=bounce_type == "ChallengeVerification", **base),))
+        return Parsed(
+            (
+                Observation(
+                    kind=kind,
+                    diagnostic=record.text("Details"),
+                    fact_state=fact,
+                    category_state=category,
+                    provider_status=status,
+                    held=bounce_type == "ChallengeVerification",
+                    **base,
+                ),
+            )
+        )

@@ -14,7 +14,9 @@ from consumer.providers.base import Obj, Parsed, normalize_email, parse_time, sy
 
 __all__ = ["SendGrid"]
 
-_IGNORED = frozenset({"processed", "open", "click", "account_status_change", "group_resubscribe_noop"})
+_IGNORED = frozenset(
+    {"processed", "open", "click", "account_status_change", "group_resubscribe_noop"}
+)
 
 #: bounce_classification -> the provider's category (step 4 of the evidence order).
 _CLASSIFICATION = {
@@ -40,8 +42,10 @@ _DROPS = {
 
 
 def _is_event(item: Any) -> bool:
-    return isinstance(item, dict) and "event" in item and (
-        "sg_event_id" in item or "sg_message_id" in item or "smtp-id" in item
+    return (
+        isinstance(item, dict)
+        and "event" in item
+        and ("sg_event_id" in item or "sg_message_id" in item or "smtp-id" in item)
     )
 
 
@@ -71,55 +75,101 @@ class SendGrid:
             return None
         email = normalize_email(event.raw("email"), f"{event.path}.email")
         occurred = parse_time(event.raw("timestamp"), f"{event.path}.timestamp")
-        message_id = event.ident("sg_message_id") or event.str("smtp-id")
+        message_id = event.ident("sg_message_id") or event.text("smtp-id")
         event_id = event.ident("sg_event_id") or synthetic_id(message_id, email, name, occurred)
         categories = event.raw("category")
         campaign = event.ident("marketing_campaign_id") or (
             categories if isinstance(categories, str) else None
         )
         common: dict[str, Any] = {
-            "provider": self.name, "email": email, "occurred_at": occurred,
-            "provider_event_id": event_id, "message_id": message_id, "campaign_id": campaign,
+            "provider": self.name,
+            "email": email,
+            "occurred_at": occurred,
+            "provider_event_id": event_id,
+            "message_id": message_id,
+            "campaign_id": campaign,
             "template_id": event.ident("template_id"),
         }
         if name == "delivered":
-            return Observation(kind=Kind.DELIVERED, provider_state="delivered",
-                               diagnostic=event.str("response"), **common)
+            return Observation(
+                kind=Kind.DELIVERED,
+                provider_state="delivered",
+                diagnostic=event.text("response"),
+                **common,
+            )
         if name == "deferred":
-            return Observation(kind=Kind.DEFERRED, provider_state="deferred",
-                               diagnostic=event.str("response"), **common)
+            return Observation(
+                kind=Kind.DEFERRED,
+                provider_state="deferred",
+                diagnostic=event.text("response"),
+                **common,
+            )
         if name == "bounce":
-            kind = (event.str("type") or "bounce").lower()
-            classification = event.str("bounce_classification")
+            kind = (event.text("type") or "bounce").lower()
+            classification = event.text("bounce_classification")
             return Observation(
                 kind=Kind.FAILED,
                 provider_state=f"bounce/{kind}" + (f"/{classification}" if classification else ""),
-                diagnostic=event.str("reason"),
-                enhanced_code=event.str("status"),
+                diagnostic=event.text("reason"),
+                enhanced_code=event.text("status"),
                 category_state=_CLASSIFICATION.get(classification or ""),
                 provider_status=Status.BLOCKED if kind == "blocked" else Status.BOUNCE,
                 **common,
             )
         if name == "dropped":
-            reason = event.str("reason") or ""
-            state, status = _DROPS.get(reason.lower(), (RecipientState.UNHANDLED_STATE,
-                                                        Status.BLOCKED))
-            return Observation(kind=Kind.FAILED, provider_state=f"dropped/{reason}",
-                               fact_state=state, provider_status=status, **common)
+            reason = event.text("reason") or ""
+            state, status = _DROPS.get(
+                reason.lower(), (RecipientState.UNHANDLED_STATE, Status.BLOCKED)
+            )
+            return Observation(
+                kind=Kind.FAILED,
+                provider_state=f"dropped/{reason}",
+                fact_state=state,
+                provider_status=status,
+                **common,
+            )
         if name == "spamreport":
-            return Observation(kind=Kind.SUPPRESS, provider_state="spamreport",
-                               suppression_reason="Complaint", **common)
+            return Observation(
+                kind=Kind.SUPPRESS,
+                provider_state="spamreport",
+                suppression_reason="Complaint",
+                **common,
+            )
         if name == "unsubscribe":
-            return Observation(kind=Kind.SUPPRESS, provider_state="unsubscribe",
-                               suppression_reason="Unsubscribe", **common)
+            return Observation(
+                kind=Kind.SUPPRESS,
+                provider_state="unsubscribe",
+                suppression_reason="Unsubscribe",
+                **common,
+            )
         group = event.ident("asm_group_id")
         scope = Scope("group", group) if group else None
         if name == "group_unsubscribe":
-            return Observation(kind=Kind.SUPPRESS, provider_state="group_unsubscribe",
-                               suppression_reason="Unsubscribe", scope=scope, **common)
-        return Observation(kind=Kind.UNSUPPRESS, provider_state="group_resubscribe",
-                           suppression_reason="Resubscribe", scope=scope, **common)
+            return Observation(
+                kind=Kind.SUPPRESS,
+                provider_state="group_unsubscribe",
+                suppression_reason="Unsubscribe",
+                scope=scope,
+                **common,
+            )
+        return Observation(
+            kind=Kind.UNSUPPRESS,
+            provider_state="group_resubscribe",
+            suppression_reason="Resubscribe",
+            scope=scope,
+            **common,
+        )
 
 
-_HANDLED = frozenset({"delivered", "deferred", "bounce", "dropped", "spamreport", "unsubscribe",
-                      "group_unsubscribe", "group_resubscribe"})
+_HANDLED = frozenset(
+    {
+        "delivered",
+        "deferred",
+        "bounce",
+        "dropped",
+        "spamreport",
+        "unsubscribe",
+        "group_unsubscribe",
+        "group_resubscribe",
+    }
+)

@@ -51,17 +51,24 @@ _DELAY_TYPES = {
 
 
 def _is_sns(payload: Any) -> bool:
-    return (isinstance(payload, dict) and isinstance(payload.get("Type"), str)
-            and payload["Type"] in _SNS_TYPES
-            and "TopicArn" in payload and "Message" in payload)
+    return (
+        isinstance(payload, dict)
+        and isinstance(payload.get("Type"), str)
+        and payload["Type"] in _SNS_TYPES
+        and "TopicArn" in payload
+        and "Message" in payload
+    )
 
 
 def _is_ses(payload: Any) -> bool:
     if not isinstance(payload, dict):
         return False
     mail = payload.get("mail")
-    return (isinstance(mail, dict) and "messageId" in mail
-            and ("notificationType" in payload or "eventType" in payload))
+    return (
+        isinstance(mail, dict)
+        and "messageId" in mail
+        and ("notificationType" in payload or "eventType" in payload)
+    )
 
 
 def _is_eventbridge(payload: Any) -> bool:
@@ -77,7 +84,7 @@ class Ses:
     def parse(self, payload: Any, received_at: str) -> Parsed:
         root = Obj(payload, "$")
         if _is_sns(payload):
-            if root.str("Type") != "Notification":
+            if root.text("Type") != "Notification":
                 return Parsed((), 1)
             message = root.req("Message")
             try:
@@ -90,7 +97,7 @@ class Ses:
         return self._record(root)
 
     def _record(self, record: Obj) -> Parsed:
-        kind = record.str("eventType") or record.str("notificationType")
+        kind = record.text("eventType") or record.text("notificationType")
         if kind is None:
             raise ParseError(f"{record.path}: neither eventType nor notificationType")
         if kind in _IGNORED or kind == "AmazonSnsSubscriptionSucceeded":
@@ -100,10 +107,13 @@ class Ses:
         tags = mail.obj("tags")
         campaign = None
         if tags is not None:
-            values = tags.list("campaign") or tags.list("campaignId")
+            values = tags.array("campaign") or tags.array("campaignId")
             campaign = values[0] if values and isinstance(values[0], str) else None
-        base: dict[str, Any] = {"provider": self.name, "message_id": message_id,
-                                "campaign_id": campaign}
+        base: dict[str, Any] = {
+            "provider": self.name,
+            "message_id": message_id,
+            "campaign_id": campaign,
+        }
         if kind == "Bounce":
             return Parsed(self._bounces(record.req_obj("bounce"), base))
         if kind == "Delivery":
@@ -119,65 +129,88 @@ class Ses:
         raise ParseError(f"{record.path}: unknown SES event type {kind!r}")
 
     def _bounces(self, bounce: Obj, base: dict[str, Any]) -> tuple[Observation, ...]:
-        bounce_type = bounce.str("bounceType") or "Undetermined"
-        sub_type = bounce.str("bounceSubType") or "Undetermined"
+        bounce_type = bounce.text("bounceType") or "Undetermined"
+        sub_type = bounce.text("bounceSubType") or "Undetermined"
         occurred = parse_time(bounce.raw("timestamp"), f"{bounce.path}.timestamp")
         feedback = bounce.ident("feedbackId")
         state = _BOUNCE_SUBTYPES.get(sub_type)
         suppressed_list = state is RecipientState.SUPPRESSED
         if state is None:
-            state = {"Permanent": RecipientState.HARD_BOUNCE,
-                     "Transient": RecipientState.SOFT_BOUNCE_GENERAL}.get(
-                         bounce_type, RecipientState.SOFT_BOUNCE_UNDETERMINED)
+            state = {
+                "Permanent": RecipientState.HARD_BOUNCE,
+                "Transient": RecipientState.SOFT_BOUNCE_GENERAL,
+            }.get(bounce_type, RecipientState.SOFT_BOUNCE_UNDETERMINED)
         status = Status.BOUNCE if bounce_type == "Permanent" else Status.BLOCKED
-        remote = bounce.str("remoteMtaIp") or bounce.str("reportingMTA")
+        remote = bounce.text("remoteMtaIp") or bounce.text("reportingMTA")
         out = []
-        recipients = bounce.list("bouncedRecipients")
+        recipients = bounce.array("bouncedRecipients")
         if not recipients:
             raise ParseError(f"{bounce.path}.bouncedRecipients: no recipient")
         for index, item in enumerate(recipients):
             rcpt = Obj(item, f"{bounce.path}.bouncedRecipients[{index}]")
             email = normalize_email(rcpt.raw("emailAddress"), f"{rcpt.path}.emailAddress")
-            out.append(Observation(
-                kind=Kind.FAILED, email=email, occurred_at=occurred,
-                provider_event_id=f"{feedback}:{email}" if feedback
-                else synthetic_id(base["message_id"], email, "bounce", occurred),
-                provider_state=f"{bounce_type}/{sub_type}",
-                diagnostic=rcpt.str("diagnosticCode"), enhanced_code=rcpt.str("status"),
-                remote_mta=remote,
-                fact_state=RecipientState.SUPPRESSED if suppressed_list else None,
-                category_state=None if suppressed_list else state,
-                provider_status=status, **base))
+            out.append(
+                Observation(
+                    kind=Kind.FAILED,
+                    email=email,
+                    occurred_at=occurred,
+                    provider_event_id=f"{feedback}:{email}"
+                    if feedback
+                    else synthetic_id(base["message_id"], email, "bounce", occurred),
+                    provider_state=f"{bounce_type}/{sub_type}",
+                    diagnostic=rcpt.text("diagnosticCode"),
+                    enhanced_code=rcpt.text("status"),
+                    remote_mta=remote,
+                    fact_state=RecipientState.SUPPRESSED if suppressed_list else None,
+                    category_state=None if suppressed_list else state,
+                    provider_status=status,
+                    **base,
+                )
+            )
         return tuple(out)
 
     def _deliveries(self, delivery: Obj, base: dict[str, Any]) -> tuple[Observation, ...]:
         occurred = parse_time(delivery.raw("timestamp"), f"{delivery.path}.timestamp")
         out = []
-        for index, item in enumerate(delivery.list("recipients")):
+        for index, item in enumerate(delivery.array("recipients")):
             email = normalize_email(item, f"{delivery.path}.recipients[{index}]")
-            out.append(Observation(
-                kind=Kind.DELIVERED, email=email, occurred_at=occurred,
-                provider_event_id=synthetic_id(base["message_id"], email, "delivery", occurred),
-                provider_state="Delivery", diagnostic=delivery.str("smtpResponse"),
-                remote_mta=delivery.str("remoteMtaIp"), **base))
+            out.append(
+                Observation(
+                    kind=Kind.DELIVERED,
+                    email=email,
+                    occurred_at=occurred,
+                    provider_event_id=synthetic_id(base["message_id"], email, "delivery", occurred),
+                    provider_state="Delivery",
+                    diagnostic=delivery.text("smtpResponse"),
+                    remote_mta=delivery.text("remoteMtaIp"),
+                    **base,
+                )
+            )
         if not out:
             raise ParseError(f"{delivery.path}.recipients: no recipient")
         return tuple(out)
 
     def _delays(self, delay: Obj, base: dict[str, Any]) -> tuple[Observation, ...]:
         occurred = parse_time(delay.raw("timestamp"), f"{delay.path}.timestamp")
-        delay_type = delay.str("delayType") or "Undetermined"
+        delay_type = delay.text("delayType") or "Undetermined"
         out = []
-        for index, item in enumerate(delay.list("delayedRecipients")):
+        for index, item in enumerate(delay.array("delayedRecipients")):
             rcpt = Obj(item, f"{delay.path}.delayedRecipients[{index}]")
             email = normalize_email(rcpt.raw("emailAddress"), f"{rcpt.path}.emailAddress")
-            out.append(Observation(
-                kind=Kind.DEFERRED, email=email, occurred_at=occurred,
-                provider_event_id=synthetic_id(base["message_id"], email, "delay", occurred),
-                provider_state=f"DeliveryDelay/{delay_type}",
-                diagnostic=rcpt.str("diagnosticCode"), enhanced_code=rcpt.str("status"),
-                remote_mta=delay.str("reportingMTA"),
-                category_state=_DELAY_TYPES.get(delay_type), **base))
+            out.append(
+                Observation(
+                    kind=Kind.DEFERRED,
+                    email=email,
+                    occurred_at=occurred,
+                    provider_event_id=synthetic_id(base["message_id"], email, "delay", occurred),
+                    provider_state=f"DeliveryDelay/{delay_type}",
+                    diagnostic=rcpt.text("diagnosticCode"),
+                    enhanced_code=rcpt.text("status"),
+                    remote_mta=delay.text("reportingMTA"),
+                    category_state=_DELAY_TYPES.get(delay_type),
+                    **base,
+                )
+            )
         if not out:
             raise ParseError(f"{delay.path}.delayedRecipients: no recipient")
         return tuple(out)
@@ -185,40 +218,65 @@ class Ses:
     def _complaints(self, complaint: Obj, base: dict[str, Any]) -> tuple[Observation, ...]:
         occurred = parse_time(complaint.raw("timestamp"), f"{complaint.path}.timestamp")
         feedback = complaint.ident("feedbackId")
-        sub_type = complaint.str("complaintSubType")
+        sub_type = complaint.text("complaintSubType")
         out = []
-        for index, item in enumerate(complaint.list("complainedRecipients")):
+        for index, item in enumerate(complaint.array("complainedRecipients")):
             rcpt = Obj(item, f"{complaint.path}.complainedRecipients[{index}]")
             email = normalize_email(rcpt.raw("emailAddress"), f"{rcpt.path}.emailAddress")
-            event_id = f"{feedback}:{email}" if feedback else synthetic_id(
-                base["message_id"], email, "complaint", occurred)
+            event_id = (
+                f"{feedback}:{email}"
+                if feedback
+                else synthetic_id(base["message_id"], email, "complaint", occurred)
+            )
             if sub_type == "OnAccountSuppressionList":
-                out.append(Observation(
-                    kind=Kind.FAILED, email=email, occurred_at=occurred,
-                    provider_event_id=event_id, provider_state="Complaint/OnAccountSuppressionList",
-                    fact_state=RecipientState.SUPPRESSED, provider_status=Status.BOUNCE, **base))
+                out.append(
+                    Observation(
+                        kind=Kind.FAILED,
+                        email=email,
+                        occurred_at=occurred,
+                        provider_event_id=event_id,
+                        provider_state="Complaint/OnAccountSuppressionList",
+                        fact_state=RecipientState.SUPPRESSED,
+                        provider_status=Status.BOUNCE,
+                        **base,
+                    )
+                )
             else:
-                feedback_type = complaint.str("complaintFeedbackType") or "abuse"
-                out.append(Observation(
-                    kind=Kind.SUPPRESS, email=email, occurred_at=occurred,
-                    provider_event_id=event_id, provider_state=f"Complaint/{feedback_type}",
-                    suppression_reason="Complaint", **base))
+                feedback_type = complaint.text("complaintFeedbackType") or "abuse"
+                out.append(
+                    Observation(
+                        kind=Kind.SUPPRESS,
+                        email=email,
+                        occurred_at=occurred,
+                        provider_event_id=event_id,
+                        provider_state=f"Complaint/{feedback_type}",
+                        suppression_reason="Complaint",
+                        **base,
+                    )
+                )
         if not out:
             raise ParseError(f"{complaint.path}.complainedRecipients: no recipient")
         return tuple(out)
 
     def _rejects(self, reject: Obj, mail: Obj, base: dict[str, Any]) -> tuple[Observation, ...]:
         occurred = parse_time(mail.raw("timestamp"), f"{mail.path}.timestamp")
-        reason = reject.str("reason") or "Bad content"
+        reason = reject.text("reason") or "Bad content"
         out = []
-        for index, item in enumerate(mail.list("destination")):
+        for index, item in enumerate(mail.array("destination")):
             email = normalize_email(item, f"{mail.path}.destination[{index}]")
-            out.append(Observation(
-                kind=Kind.FAILED, email=email, occurred_at=occurred,
-                provider_event_id=synthetic_id(base["message_id"], email, "reject"),
-                provider_state=f"Reject/{reason}", diagnostic=None,
-                fact_state=RecipientState.MAIL_BLOCK_ATTACHMENT_DETECTED,
-                provider_status=Status.BLOCKED, **base))
+            out.append(
+                Observation(
+                    kind=Kind.FAILED,
+                    email=email,
+                    occurred_at=occurred,
+                    provider_event_id=synthetic_id(base["message_id"], email, "reject"),
+                    provider_state=f"Reject/{reason}",
+                    diagnostic=None,
+                    fact_state=RecipientState.MAIL_BLOCK_ATTACHMENT_DETECTED,
+                    provider_status=Status.BLOCKED,
+                    **base,
+                )
+            )
         if not out:
             raise ParseError(f"{mail.path}.destination: no recipient")
         return tuple(out)
@@ -226,31 +284,39 @@ class Ses:
     def _subscription(self, sub: Obj, mail: Obj, base: dict[str, Any]) -> tuple[Observation, ...]:
         """Unsubscribes are scoped to the contact list, or to the topics newly opted out."""
         occurred = parse_time(sub.raw("timestamp"), f"{sub.path}.timestamp")
-        contact_list = sub.str("contactList") or "default"
+        contact_list = sub.text("contactList") or "default"
         new = sub.obj("newTopicPreferences")
         old = sub.obj("oldTopicPreferences")
         scopes: list[Scope] = []
-        if new is not None and new.bool("unsubscribeAll"):
+        if new is not None and new.flag("unsubscribeAll"):
             scopes.append(Scope("contactList", contact_list))
         elif new is not None:
             before = {}
             if old is not None:
-                for item in old.list("topicSubscriptionStatus"):
+                for item in old.array("topicSubscriptionStatus"):
                     topic = Obj(item, f"{old.path}.topicSubscriptionStatus")
-                    before[topic.str("topicName")] = topic.str("subscriptionStatus")
-            for item in new.list("topicSubscriptionStatus"):
+                    before[topic.text("topicName")] = topic.text("subscriptionStatus")
+            for item in new.array("topicSubscriptionStatus"):
                 topic = Obj(item, f"{new.path}.topicSubscriptionStatus")
-                name = topic.str("topicName")
-                if topic.str("subscriptionStatus") == "OptOut" and before.get(name) != "OptOut":
+                name = topic.text("topicName")
+                if topic.text("subscriptionStatus") == "OptOut" and before.get(name) != "OptOut":
                     scopes.append(Scope("topic", f"{contact_list}/{name}"))
         out = []
-        for index, item in enumerate(mail.list("destination")):
+        for index, item in enumerate(mail.array("destination")):
             email = normalize_email(item, f"{mail.path}.destination[{index}]")
             for scope in scopes:
-                out.append(Observation(
-                    kind=Kind.SUPPRESS, email=email, occurred_at=occurred,
-                    provider_event_id=synthetic_id(base["message_id"], email, "subscription",
-                                                   occurred, scope.id),
-                    provider_state=f"Subscription/{scope.kind}", suppression_reason="Unsubscribe",
-                    scope=scope, **base))
+                out.append(
+                    Observation(
+                        kind=Kind.SUPPRESS,
+                        email=email,
+                        occurred_at=occurred,
+                        provider_event_id=synthetic_id(
+                            base["message_id"], email, "subscription", occurred, scope.id
+                        ),
+                        provider_state=f"Subscription/{scope.kind}",
+                        suppression_reason="Unsubscribe",
+                        scope=scope,
+                        **base,
+                    )
+                )
         return tuple(out)

@@ -15,8 +15,17 @@ from consumer.providers.base import Obj, Parsed, normalize_email, parse_time, sy
 
 __all__ = ["SparkPost"]
 
-_CONTAINERS = frozenset({"message_event", "track_event", "unsubscribe_event", "gen_event",
-                         "relay_event", "ab_test_event", "ingest_event"})
+_CONTAINERS = frozenset(
+    {
+        "message_event",
+        "track_event",
+        "unsubscribe_event",
+        "gen_event",
+        "relay_event",
+        "ab_test_event",
+        "ingest_event",
+    }
+)
 
 #: bounce class -> (state, status when final); status None lets the policy decide.
 _CLASSES: dict[int, tuple[RecipientState, Status | None]] = {
@@ -68,7 +77,9 @@ class SparkPost:
                 continue
             containers = [key for key in msys.data if key in _CONTAINERS]
             if len(containers) != 1:
-                raise ParseError(f"{msys.path}: expected one event container, got {sorted(msys.data)}")
+                raise ParseError(
+                    f"{msys.path}: expected one event container, got {sorted(msys.data)}"
+                )
             event = msys.req_obj(containers[0])
             observation = self._one(containers[0], event)
             if observation is None:
@@ -80,42 +91,68 @@ class SparkPost:
     def _one(self, container: str, event: Obj) -> Observation | None:
         kind = event.req("type")
         if container in {"track_event", "relay_event", "ab_test_event", "ingest_event"} or kind in {
-            "injection", "generation_failure", "sms_status", "initial_open", "open", "click",
-            "amp_open", "amp_click", "amp_initial_open",
+            "injection",
+            "generation_failure",
+            "sms_status",
+            "initial_open",
+            "open",
+            "click",
+            "amp_open",
+            "amp_click",
+            "amp_initial_open",
         }:
             return None
-        email = normalize_email(event.raw("rcpt_to") or event.raw("raw_rcpt_to"),
-                                f"{event.path}.rcpt_to")
+        email = normalize_email(
+            event.raw("rcpt_to") or event.raw("raw_rcpt_to"), f"{event.path}.rcpt_to"
+        )
         occurred = parse_time(event.raw("timestamp"), f"{event.path}.timestamp")
         message_id = event.ident("message_id")
         base: dict[str, Any] = {
-            "provider": self.name, "email": email, "occurred_at": occurred,
+            "provider": self.name,
+            "email": email,
+            "occurred_at": occurred,
             "provider_event_id": event.ident("event_id")
             or synthetic_id(message_id, email, kind, occurred),
-            "message_id": message_id, "campaign_id": event.ident("campaign_id"),
+            "message_id": message_id,
+            "campaign_id": event.ident("campaign_id"),
             "template_id": event.ident("template_id"),
         }
         if container == "unsubscribe_event":
-            return Observation(kind=Kind.SUPPRESS, provider_state=kind,
-                               suppression_reason="Unsubscribe", **base)
+            return Observation(
+                kind=Kind.SUPPRESS, provider_state=kind, suppression_reason="Unsubscribe", **base
+            )
         if kind == "spam_complaint":
-            return Observation(kind=Kind.SUPPRESS, provider_state=kind,
-                               suppression_reason="Complaint", **base)
+            return Observation(
+                kind=Kind.SUPPRESS, provider_state=kind, suppression_reason="Complaint", **base
+            )
         if kind == "delivery":
             return Observation(kind=Kind.DELIVERED, provider_state=kind, **base)
-        text = {"diagnostic": event.str("raw_reason") or event.str("reason"),
-                "smtp_code": event.int("error_code"), "remote_mta": event.str("ip_address")}
-        bounce_class = event.int("bounce_class")
+        text: dict[str, Any] = {
+            "diagnostic": event.text("raw_reason") or event.text("reason"),
+            "smtp_code": event.integer("error_code"),
+            "remote_mta": event.text("ip_address"),
+        }
+        bounce_class = event.integer("bounce_class")
         if bounce_class == 90:
-            return Observation(kind=Kind.SUPPRESS, provider_state=f"{kind}/90",
-                               suppression_reason="Unsubscribe", **base)
+            return Observation(
+                kind=Kind.SUPPRESS,
+                provider_state=f"{kind}/90",
+                suppression_reason="Unsubscribe",
+                **base,
+            )
         if bounce_class == 80:
             return None
         state, status = _CLASSES.get(bounce_class or 1, _CLASSES[1])
         label = f"{kind}/{bounce_class}" if bounce_class is not None else kind
         if kind == "delay":
-            return Observation(kind=Kind.DEFERRED, provider_state=label,
-                               category_state=state, held=bounce_class == 100, **text, **base)
+            return Observation(
+                kind=Kind.DEFERRED,
+                provider_state=label,
+                category_state=state,
+                held=bounce_class == 100,
+                **text,
+                **base,
+            )
         if kind not in _FAILURES:
             return None
         if kind in {"policy_rejection", "generation_rejection"} and bounce_class not in (25, 26):
@@ -129,12 +166,23 @@ class SparkPost:
             else:
                 status = Status.BLOCKED
         if bounce_class == 100:
-            return Observation(kind=Kind.DEFERRED, provider_state=label, fact_state=state,
-                               held=True, **text, **base)
+            return Observation(
+                kind=Kind.DEFERRED,
+                provider_state=label,
+                fact_state=state,
+                held=True,
+                **text,
+                **base,
+            )
         if bounce_class == 60:
             return Observation(kind=Kind.DELIVERED, provider_state=label, fact_state=state, **base)
         fact = bounce_class in _FACT_CLASSES
         return Observation(
-            kind=Kind.FAILED, provider_state=label,
-            fact_state=state if fact else None, category_state=None if fact else state,
-            provider_status=status, **text, **base)
+            kind=Kind.FAILED,
+            provider_state=label,
+            fact_state=state if fact else None,
+            category_state=None if fact else state,
+            provider_status=status,
+            **text,
+            **base,
+        )

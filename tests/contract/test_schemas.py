@@ -55,12 +55,15 @@ def test_every_output_validates(rules: Rules) -> None:
     assert count > 900
 
 
-@pytest.mark.parametrize("path", sorted((FIXTURES / "invalid").glob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((FIXTURES / "invalid").glob("*.json")), ids=lambda p: p.name
+)
 def test_dead_letters_validate(path: Any, rules: Rules) -> None:
     """A dead letter for every invalid fixture is a valid v1 document."""
     raw = path.read_bytes()
     with pytest.raises(PayloadError) as caught:
         process(raw, rules, RECEIVED_AT)
-    letter = DeadLetter(type(caught.value).__name__, caught.value.kind, str(caught.value),
-                        len(raw), line=1)
+    letter = DeadLetter(
+        type(caught.value).__name__, caught.value.kind, str(caught.value), len(raw), line=1
+    )
     LETTER.validate(letter.to_json())

@@ -29,7 +29,8 @@ def check_invariants(outcome: Outcome, rules: Rules) -> None:
             assert event.recipient_state is not None
         if event.status is Status.DEFERRED and event.recipient_state is not None:
             assert event.recipient_state == rules.policy.temporary[event.recipient_state], (
-                "a deferral must carry a temporary-family state")
+                "a deferral must carry a temporary-family state"
+            )
         assert (event.rule_id is not None) == (event.classified_by.value == "rule")
     bounces = {e.event_id for e in outcome.events if e.status is Status.BOUNCE}
     suppressed = {s.event_id for s in outcome.suppressions}

@@ -22,8 +22,11 @@ def _event_view(event: Any) -> dict[str, Any]:
 
 
 def _suppression_view(update: Any) -> dict[str, Any]:
-    view: dict[str, Any] = {"email": update.email, "action": update.action.value,
-                            "reason": update.reason}
+    view: dict[str, Any] = {
+        "email": update.email,
+        "action": update.action.value,
+        "reason": update.reason,
+    }
     if update.scope is not None:
         view["scope"] = {"kind": update.scope.kind, "id": update.scope.id}
     if update.needs_review:
@@ -37,15 +40,19 @@ def test_fixture_classifies_as_expected(entry: dict[str, Any], rules: Rules) -> 
     outcome = run((FIXTURES / entry["file"]).read_bytes(), rules)
     assert [_event_view(e) for e in outcome.events] == entry["events"], entry.get("note")
     assert [_suppression_view(s) for s in outcome.suppressions] == entry["suppressions"], entry.get(
-        "note")
+        "note"
+    )
     assert outcome.provider == entry["file"].split("/")[0]
 
 
 def test_every_fixture_file_is_in_the_table() -> None:
     """No fixture is left without an expectation."""
     listed = {entry["file"] for entry in TABLE}
-    on_disk = {str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/*.json")
-               if p.parent.name != "invalid"}
+    on_disk = {
+        str(p.relative_to(FIXTURES))
+        for p in FIXTURES.glob("*/*.json")
+        if p.parent.name != "invalid"
+    }
     assert on_disk == listed
 
 

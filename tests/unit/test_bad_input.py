@@ -17,13 +17,13 @@ _DSN = {"finalRecipient": "rfc822; a@example.net", "action": "failed"}
 
 BAD = [
     (b"not json at all", DecodeError, "not valid JSON"),
-    (b"\xff\xfe{\"a\": 1}", DecodeError, "JSON"),
+    (b'\xff\xfe{"a": 1}', DecodeError, "JSON"),
     (b"42", DecodeError, "not a delivery event"),
-    (b"\"a string\"", DecodeError, "not a delivery event"),
+    (b'"a string"', DecodeError, "not a delivery event"),
     (b"", DecodeError, "empty"),
     (b"[" * 100_000 + b"]" * 100_000, DecodeError, "nested deeper"),
-    (b"{\"x\": \"" + b"a" * (1024 * 1024) + b"\"}", DecodeError, "over the limit"),
-    (b"{\"a\": 1}", UnknownProviderError, "no known provider"),
+    (b'{"x": "' + b"a" * (1024 * 1024) + b'"}', DecodeError, "over the limit"),
+    (b'{"a": 1}', UnknownProviderError, "no known provider"),
     (b"[1, 2, 3]", UnknownProviderError, "array of 3"),
     (orjson.dumps({**_DSN, "finalRecipient": "not-an-address"}), ParseError, "not a valid email"),
     (orjson.dumps({**_DSN, "finalRecipient": 5}), ParseError, "expected an email address"),
@@ -31,24 +31,35 @@ BAD = [
     (orjson.dumps({**_DSN, "action": "exploded"}), ParseError, "unknown DSN action"),
     (orjson.dumps({**_DSN, "diagnosticCode": {"nested": True}}), ParseError, "expected a string"),
     (orjson.dumps({**_DSN, "lastAttemptDate": "yesterday"}), ParseError, "RFC 5322"),
-    (orjson.dumps([{"event": "bounce", "sg_event_id": "x", "timestamp": {}, "email": "a@b.com"}]),
-     ParseError, "timestamp"),
-    (b"{\"Type\": \"Notification\", \"TopicArn\": \"t\", \"Message\": \"{not json\"}", ParseError,
-     "Message: not JSON"),
+    (
+        orjson.dumps(
+            [{"event": "bounce", "sg_event_id": "x", "timestamp": {}, "email": "a@b.com"}]
+        ),
+        ParseError,
+        "timestamp",
+    ),
+    (
+        b'{"Type": "Notification", "TopicArn": "t", "Message": "{not json"}',
+        ParseError,
+        "Message: not JSON",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("raw", "error", "reason"), BAD,
-                         ids=[f"{e.__name__}-{r}" for _, e, r in BAD])
-def test_bad_input_is_a_dead_letter(raw: bytes, error: type[PayloadError], reason: str,
-                                    rules: Rules) -> None:
+@pytest.mark.parametrize(
+    ("raw", "error", "reason"), BAD, ids=[f"{e.__name__}-{r}" for _, e, r in BAD]
+)
+def test_bad_input_is_a_dead_letter(
+    raw: bytes, error: type[PayloadError], reason: str, rules: Rules
+) -> None:
     """Each malformed input raises its documented error with a readable reason."""
     with pytest.raises(error, match=reason):
         process(raw, rules, RECEIVED_AT)
 
 
-@pytest.mark.parametrize("path", sorted((FIXTURES / "invalid").glob("*.json")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((FIXTURES / "invalid").glob("*.json")), ids=lambda p: p.name
+)
 def test_invalid_fixtures_are_dead_letters(path: object, rules: Rules) -> None:
     """Every payload of the invalid/ quarantine is refused with a PayloadError."""
     from pathlib import Path
@@ -76,19 +87,46 @@ def test_control_characters_in_text_are_harmless(rules: Rules) -> None:
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["event", "email", "timestamp", "Type", "Message", "mail",
-                                       "finalRecipient", "action", "RecordType", "msys",
-                                       "event-data", "eventType", "outcome", "sg_event_id",
-                                       "recipient", "diagnosticCode", "per-recipient"]),
-                      children, max_size=6),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "event",
+                    "email",
+                    "timestamp",
+                    "Type",
+                    "Message",
+                    "mail",
+                    "finalRecipient",
+                    "action",
+                    "RecordType",
+                    "msys",
+                    "event-data",
+                    "eventType",
+                    "outcome",
+                    "sg_event_id",
+                    "recipient",
+                    "diagnosticCode",
+                    "per-recipient",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=20,
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-          database=None)
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)
 @given(_json)
 def test_random_json_never_escapes_as_another_error(payload: object) -> None:
     """Random shapes near every provider's keys give outputs or a PayloadError, nothing else."""

@@ -23,15 +23,18 @@ def test_classify_keeps_order_and_reports_bad_lines(tmp_path: Path, capsysbinary
     source = tmp_path / "in.jsonl"
     source.write_bytes(_lines(bounce, b"{broken", delivered, b"[1]"))
     errors, suppressions = tmp_path / "err.jsonl", tmp_path / "sup.jsonl"
-    code = main(["classify", str(source), "--errors", str(errors),
-                 "--suppressions", str(suppressions)])
+    code = main(
+        ["classify", str(source), "--errors", str(errors), "--suppressions", str(suppressions)]
+    )
     out = capsysbinary.readouterr().out  # type: ignore[attr-defined]
     assert code == 0
     events = [orjson.loads(line) for line in out.splitlines()]
     assert [e["status"] for e in events] == ["Bounce", "Delivered"]
     letters = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
     assert [(d["line"], d["errorClass"]) for d in letters] == [
-        (2, "DecodeError"), (4, "UnknownProviderError")]
+        (2, "DecodeError"),
+        (4, "UnknownProviderError"),
+    ]
     updates = [orjson.loads(line) for line in suppressions.read_bytes().splitlines()]
     assert [(u["action"], u["reason"]) for u in updates] == [("suppress", "HardBounce")]
 
@@ -45,7 +48,10 @@ def test_console_script_explains_a_text() -> None:
     """`bounce-consumer explain` prints the decision, the rule and its example."""
     result = subprocess.run(
         [sys.executable, "-m", "consumer", "explain", "550 5.1.1 <a@example.net>: user unknown"],
-        capture_output=True, text=True, check=True)
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "status:          Bounce" in result.stdout
     assert "recipientState:  HardBounce" in result.stdout
     assert "rule:            generic.user-unknown" in result.stdout
@@ -53,9 +59,18 @@ def test_console_script_explains_a_text() -> None:
 
 def test_stdin_input(tmp_path: Path) -> None:
     """`classify -` reads standard input."""
-    payload = orjson.dumps({"finalRecipient": "a@example.net", "action": "delayed",
-                            "diagnosticCode": "452 4.2.2 Mailbox full"})
-    result = subprocess.run([sys.executable, "-m", "consumer", "classify", "-"], input=payload,
-                            capture_output=True, check=True)
+    payload = orjson.dumps(
+        {
+            "finalRecipient": "a@example.net",
+            "action": "delayed",
+            "diagnosticCode": "452 4.2.2 Mailbox full",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "classify", "-"],
+        input=payload,
+        capture_output=True,
+        check=True,
+    )
     event = orjson.loads(result.stdout)
     assert (event["status"], event["recipientState"]) == ("Deferred", "SoftBounceMailboxFull")

@@ -18,7 +18,10 @@ CASES = diagnostic_cases()
 
 def _answer(case: dict[str, Any], rules: Rules) -> tuple[str, str | None]:
     event = process(as_generic_event(case), rules, RECEIVED_AT).events[0]
-    return event.status.value, None if event.recipient_state is None else event.recipient_state.value
+    return (
+        event.status.value,
+        None if event.recipient_state is None else event.recipient_state.value,
+    )
 
 
 def test_corpus_is_large_and_varied() -> None:

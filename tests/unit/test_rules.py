@@ -27,8 +27,9 @@ def test_every_rule_wins_on_its_example(rules: Rules) -> None:
     for rule in rules.messages.rules:
         mailbox = rule.providers[0] if rule.providers else "other"
         for example in rule.examples:
-            winner = rules.messages.match(tokenize(example), reply_code(example),
-                                          enhanced_code(example), mailbox)
+            winner = rules.messages.match(
+                tokenize(example), reply_code(example), enhanced_code(example), mailbox
+            )
             assert winner is rule, (rule.id, example)
 
 
@@ -43,23 +44,47 @@ def test_rules_have_sources_and_unique_ids(rules: Rules) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (_messages(_RULE.format(id="a", state="NoSuchState", any='"x"', example="x")),
-         "unknown recipientState"),
-        (_messages(_RULE.format(id="a", state="HardBounce", any='"  "', example="x")),
-         "empty pattern"),
-        (_messages(_RULE.format(id="a", state="HardBounce", any='"user unknown"',
-                                example="user unknown"),
-                   _RULE.format(id="a", state="HardBounce", any='"no such user"',
-                                example="no such user")),
-         "duplicate id"),
-        (_messages(_RULE.format(id="a", state="HardBounce", any='"user unknown"',
-                                example="user unknown"),
-                   _RULE.format(id="b", state="HardBounce", any='"user unknown here"',
-                                example="user unknown here")),
-         "shadowed"),
-        (_messages(_RULE.format(id="a", state="HardBounce", any='"user unknown"',
-                                example="mailbox full")),
-         "its example is matched by"),
+        (
+            _messages(_RULE.format(id="a", state="NoSuchState", any='"x"', example="x")),
+            "unknown recipientState",
+        ),
+        (
+            _messages(_RULE.format(id="a", state="HardBounce", any='"  "', example="x")),
+            "empty pattern",
+        ),
+        (
+            _messages(
+                _RULE.format(
+                    id="a", state="HardBounce", any='"user unknown"', example="user unknown"
+                ),
+                _RULE.format(
+                    id="a", state="HardBounce", any='"no such user"', example="no such user"
+                ),
+            ),
+            "duplicate id",
+        ),
+        (
+            _messages(
+                _RULE.format(
+                    id="a", state="HardBounce", any='"user unknown"', example="user unknown"
+                ),
+                _RULE.format(
+                    id="b",
+                    state="HardBounce",
+                    any='"user unknown here"',
+                    example="user unknown here",
+                ),
+            ),
+            "shadowed",
+        ),
+        (
+            _messages(
+                _RULE.format(
+                    id="a", state="HardBounce", any='"user unknown"', example="mailbox full"
+                )
+            ),
+            "its example is matched by",
+        ),
     ],
     ids=["unknown-state", "empty-pattern", "duplicate-id", "shadowed", "example-mismatch"],
 )
