@@ -29,7 +29,8 @@ def main() -> None:
         user = f"user{index}.{rng.randrange(10**6)}@example{index % 97}.net"
         queue = f"{rng.getrandbits(48):012x}"
         event = {
-            "finalRecipient": f"rfc822; {user}", "action": action,
+            "finalRecipient": f"rfc822; {user}",
+            "action": action,
             "diagnosticCode": f"{text} <{user}> id={queue} [198.51.100.{index % 250}]",
             "remoteMta": f"dns; mx{index % 13}.example{index % 97}.net",
             "lastAttemptDate": "Fri, 14 Mar 2025 09:12:05 +0000",

@@ -80,7 +80,7 @@ def classify(
         state, by, rule_id = rule.state, ClassifiedBy.RULE, rule.id
         keep_final, held, retrying_override = rule.permanent, held or rule.held, rule.retrying
         if explain:
-            evidence.append(f"rule {rule.id}: {state.value} (example: {rule.examples[0]!r})")
+            evidence.append(f"rule {rule.id}: {state.value}")
     else:
         entry = rules.enhanced_entry(enhanced)
         if entry is not None and not entry.weak:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -23,8 +23,9 @@ from consumer.codec import DEFAULT_MAX_BYTES
 from consumer.errors import PayloadError, RulesError
 from consumer.mailbox import mailbox_provider
 from consumer.models import DeadLetter, Kind, Observation
-from consumer.pipeline import normalize, process
+from consumer.pipeline import process
 from consumer.providers import BY_NAME, detect
+from consumer.providers.base import format_time
 from consumer.rules import Rules, load_rules
 from consumer.textmatch import tokenize
 
@@ -34,8 +35,7 @@ _FLUSH_EVERY = 512
 
 
 def _now() -> str:
-    moment = datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return format_time(datetime.now(UTC))
 
 
 class _Progress:
@@ -57,10 +57,6 @@ class _Progress:
         self.stream.flush()
 
 
-def _lines(stream: IO[bytes]) -> Iterator[bytes]:
-    yield from stream
-
-
 def _classify(args: argparse.Namespace, rules: Rules) -> int:
     source = args.input
     try:
@@ -80,16 +76,15 @@ def _classify(args: argparse.Namespace, rules: Rules) -> int:
     events: list[bytes] = []
     updates: list[bytes] = []
     dumps = orjson.dumps
-    done = lines = bad = 0
+    done = lines = 0
     try:
-        for lines, line in enumerate(_lines(stream), 1):
+        for lines, line in enumerate(stream, 1):
             done += len(line)
             if not line.strip():
                 continue
             try:
                 outcome = process(line, rules, received_at, args.provider, None, args.max_bytes)
             except PayloadError as exc:
-                bad += 1
                 letter = DeadLetter(type(exc).__name__, exc.kind, str(exc), len(line), lines)
                 errors_out.write(dumps(letter.to_json()) + b"\n")
                 continue
@@ -123,8 +118,6 @@ def _classify(args: argparse.Namespace, rules: Rules) -> int:
             suppressions_out.close()
         if errors_out is not sys.stderr.buffer:
             errors_out.close()
-    if bad and args.errors is None:
-        sys.stderr.flush()
     return 0
 
 
@@ -169,18 +162,18 @@ def _print_explanation(observation: Observation, rules: Rules) -> None:
             f"{observation.kind.value} ({observation.suppression_reason})"
         )
         return
-    event = normalize(observation, rules)
     text = tokenize(observation.diagnostic) if observation.diagnostic else None
     domain = observation.email.rpartition("@")[2]
     mailbox = mailbox_provider(rules, domain, observation.remote_mta, text)
     result = classify(observation, rules, text, mailbox, explain=True)
-    print(f"status:          {event.status.value}")
-    print(f"recipientState:  {event.recipient_state.value if event.recipient_state else 'null'}")
-    print(f"classifiedBy:    {event.classified_by.value}")
-    print(f"mailboxProvider: {event.mailbox_provider}")
-    print(f"smtpCode:        {event.smtp_code}   enhancedCode: {event.enhanced_code}")
-    if event.rule_id:
-        rule = next(r for r in rules.messages.rules if r.id == event.rule_id)
+    state = result.recipient_state
+    print(f"status:          {result.status.value}")
+    print(f"recipientState:  {state.value if state else 'null'}")
+    print(f"classifiedBy:    {result.classified_by.value}")
+    print(f"mailboxProvider: {mailbox}")
+    print(f"smtpCode:        {result.smtp_code}   enhancedCode: {result.enhanced_code}")
+    if result.rule_id:
+        rule = next(r for r in rules.messages.rules if r.id == result.rule_id)
         print(f"rule:            {rule.id}")
         print(f"  written for:   {rule.examples[0]}")
         print(f"  source:        {rule.source}")

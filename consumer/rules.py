@@ -59,14 +59,6 @@ class Rule:
     def unconditional(self) -> bool:
         return not (self.all or self.unless or self.codes or self.providers)
 
-    def accepts(
-        self, text: TokenText, reply: int | None, enhanced: str | None, mailbox: str
-    ) -> bool:
-        """Whole check, for one rule on its own (examples, explain)."""
-        if not any(phrase.found_in(text) for phrase in self.any):
-            return False
-        return self.narrowing_holds(text, reply, enhanced, mailbox)
-
     def narrowing_holds(
         self, text: TokenText, reply: int | None, enhanced: str | None, mailbox: str
     ) -> bool:

@@ -22,6 +22,7 @@ __all__ = [
     "Parsed",
     "Provider",
     "as_obj",
+    "format_time",
     "normalize_email",
     "parse_time",
     "synthetic_id",
@@ -170,7 +171,8 @@ def normalize_email(value: Any, path: str) -> str:
 _MIN_TS, _MAX_TS = 946_684_800, 4_102_444_800  # 2000-01-01 .. 2100-01-01
 
 
-def _format(moment: datetime) -> str:
+def format_time(moment: datetime) -> str:
+    """RFC 3339, UTC, milliseconds: the one time format of every output."""
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -184,14 +186,14 @@ def parse_time(value: Any, path: str) -> str:
         if text.replace(".", "", 1).isdigit():
             value = float(text)
         else:
-            return _format(_parse_text_time(text, path))
+            return format_time(_parse_text_time(text, path))
     if isinstance(value, int | float):
         seconds = float(value)
         if seconds > _MAX_TS * 100:  # milliseconds (Iterable campaign times)
             seconds /= 1000
         if not _MIN_TS <= seconds <= _MAX_TS:
             raise ParseError(f"{path}: timestamp {value} is out of range")
-        return _format(datetime.fromtimestamp(seconds, UTC))
+        return format_time(datetime.fromtimestamp(seconds, UTC))
     raise ParseError(f"{path}: expected a time, got {_type_name(value)}")
 
 

@@ -11,7 +11,7 @@ from providers.harness import RECEIVED_AT
 
 from consumer.errors import DecodeError, ParseError, PayloadError, UnknownProviderError
 from consumer.pipeline import process
-from consumer.rules import Rules
+from consumer.rules import Rules, load_rules
 
 _DSN = {"finalRecipient": "rfc822; a@example.net", "action": "failed"}
 
@@ -86,6 +86,8 @@ def test_control_characters_in_text_are_harmless(rules: Rules) -> None:
     assert b"\\u0000" in orjson.dumps(event.to_json())
 
 
+_RULES = load_rules()
+
 _json = st.recursive(
     st.none()
     | st.booleans()
@@ -130,13 +132,7 @@ _json = st.recursive(
 @given(_json)
 def test_random_json_never_escapes_as_another_error(payload: object) -> None:
     """Random shapes near every provider's keys give outputs or a PayloadError, nothing else."""
-    from consumer.rules import load_rules
-
-    rules = _RULES or load_rules()
     try:
-        process(orjson.dumps(payload), rules, RECEIVED_AT)
+        process(orjson.dumps(payload), _RULES, RECEIVED_AT)
     except PayloadError:
         pass
-
-
-_RULES: Rules | None = None
