@@ -16,9 +16,11 @@ __all__ = ["mailbox_provider"]
 
 
 def _host_group(rules: Rules, host: str) -> str | None:
-    host = host.lower().rstrip(".")
-    for suffix, group in rules.mailbox_suffixes:
-        if host == suffix or host.endswith("." + suffix):
+    """The group of the longest listed suffix of ``host`` (whole labels only)."""
+    labels = host.lower().rstrip(".").split(".")
+    for start in range(len(labels) - 1):
+        group = rules.mailbox_hosts.get(".".join(labels[start:]))
+        if group is not None:
             return group
     return None
 
@@ -49,7 +51,7 @@ def mailbox_provider(
         if group is not None:
             return group
     if diagnostic is not None:
-        for phrase, token_group in rules.mailbox_tokens:
-            if phrase.found_in(diagnostic):
-                return token_group
+        found = rules.mailbox_tokens.numbers_in(diagnostic)
+        if found:
+            return rules.mailbox_token_groups[min(found)]
     return "other"

@@ -26,7 +26,7 @@ from typing import Any
 from consumer.errors import RulesError
 from consumer.models import RecipientState, Status
 from consumer.smtp import enhanced_code, reply_code
-from consumer.textmatch import Phrase, TokenText, choose_anchors, compile_phrase, tokenize
+from consumer.textmatch import Phrase, PhraseIndex, TokenText, compile_phrase, tokenize
 
 __all__ = ["CodeEntry", "Policy", "Rule", "RuleSet", "Rules", "load_rules"]
 
@@ -92,39 +92,20 @@ class RuleSet:
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
-        anchors = choose_anchors(p for rule in self.rules for p in rule.any)
-        by_anchor: dict[bytes, list[tuple[Phrase, int]]] = {}
-        always: list[tuple[Phrase, int]] = []
-        for index, rule in enumerate(self.rules):
-            for phrase in rule.any:
-                anchor = anchors[phrase]
-                entry = (phrase, index)
-                if anchor is None:
-                    always.append(entry)
-                else:
-                    by_anchor.setdefault(anchor, []).append(entry)
-        self._by_anchor = {anchor: tuple(entries) for anchor, entries in by_anchor.items()}
-        self._anchor_set = frozenset(self._by_anchor)
-        self._always = tuple(always)
+        self._index = PhraseIndex(
+            [(phrase, number) for number, rule in enumerate(self.rules) for phrase in rule.any]
+        )
 
     def match(
         self, prepared: TokenText, reply: int | None, enhanced: str | None, mailbox: str
     ) -> Rule | None:
         """The first rule, in file order, that accepts the text; ``None`` if none does.
 
-        Only phrases whose anchor word occurs are tested, each once; a rule becomes a
-        candidate when one of its phrases is found, then its narrowing conditions decide.
+        A rule becomes a candidate when one of its ``any`` phrases is found; then its
+        narrowing conditions decide.
         """
-        found: set[int] = set()
-        for phrase, index in self._always:
-            if index not in found and phrase.found_in(prepared):
-                found.add(index)
-        for anchor in self._anchor_set.intersection(prepared.tokens):
-            for phrase, index in self._by_anchor[anchor]:
-                if index not in found and phrase.found_in(prepared):
-                    found.add(index)
-        for index in sorted(found):
-            rule = self.rules[index]
+        for number in sorted(self._index.numbers_in(prepared)):
+            rule = self.rules[number]
             if rule.narrowing_holds(prepared, reply, enhanced, mailbox):
                 return rule
         return None
@@ -164,8 +145,9 @@ class Rules:
     reply: Mapping[str, CodeEntry]
     policy: Policy
     mailbox_domains: Mapping[str, str]
-    mailbox_suffixes: tuple[tuple[str, str], ...]
-    mailbox_tokens: tuple[tuple[Phrase, str], ...]
+    mailbox_hosts: Mapping[str, str]
+    mailbox_tokens: PhraseIndex
+    mailbox_token_groups: tuple[str, ...]
     mailbox_groups: tuple[str, ...]
     version: str
 
@@ -344,15 +326,19 @@ def load_rules(overrides: Mapping[str, bytes] | None = None) -> Rules:
     if "other" not in groups:
         raise RulesError("mailbox_providers.toml: the groups must include 'other'")
     domains: dict[str, str] = {}
-    suffixes: list[tuple[str, str]] = []
-    tokens: list[tuple[Phrase, str]] = []
+    hosts: dict[str, str] = {}
+    tokens: list[tuple[Phrase, int]] = []
+    token_groups: list[str] = []
     for group, spec in boxes.get("provider", {}).items():
         if group not in groups:
             raise RulesError(f"mailbox_providers.toml: {group!r} is not in groups")
         for domain in spec.get("domains", []):
             domains[domain.lower()] = group
-        suffixes.extend((s.lower(), group) for s in spec.get("hosts", []))
-        tokens.extend((compile_phrase(t), group) for t in spec.get("tokens", []))
+        for host in spec.get("hosts", []):
+            hosts.setdefault(host.lower(), group)
+        for token in spec.get("tokens", []):
+            tokens.append((compile_phrase(token), len(token_groups)))
+            token_groups.append(group)
     codes = docs["status_codes.toml"]
     rules = Rules(
         messages=RuleSet(_parse_rules(docs["messages.toml"], groups)),
@@ -360,8 +346,9 @@ def load_rules(overrides: Mapping[str, bytes] | None = None) -> Rules:
         reply=_parse_codes(codes.get("reply", []), "status_codes.toml reply"),
         policy=_parse_policy(docs["policy.toml"], _digest(raw["policy.toml"])),
         mailbox_domains=domains,
-        mailbox_suffixes=tuple(suffixes),
-        mailbox_tokens=tuple(tokens),
+        mailbox_hosts=hosts,
+        mailbox_tokens=PhraseIndex(tokens),
+        mailbox_token_groups=tuple(token_groups),
         mailbox_groups=groups,
         version=_digest(b"".join(raw[name] for name in DATA_FILES)),
     )

@@ -14,10 +14,18 @@ inside ``spfx``.  A phrase ending in ``*`` matches its last word as a prefix
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["MATCH_LIMIT", "Phrase", "TokenText", "compile_phrase", "tokenize"]
+__all__ = [
+    "MATCH_LIMIT",
+    "Phrase",
+    "PhraseIndex",
+    "TokenText",
+    "choose_anchors",
+    "compile_phrase",
+    "tokenize",
+]
 
 #: Characters of a diagnostic that the rules look at.  Decisive words sit in the
 #: first lines; a bounded prefix keeps the cost per event bounded on hostile input.
@@ -91,3 +99,37 @@ def choose_anchors(phrases: Iterable[Phrase]) -> dict[Phrase, bytes | None]:
             min(candidates, key=lambda word: (frequency[word], -len(word))) if candidates else None
         )
     return anchors
+
+
+class PhraseIndex:
+    """Numbered phrases behind their anchors: which numbers have a phrase in a text.
+
+    The hot path of every event, so it avoids method calls per phrase: a phrase of one
+    exact word is found by the token-set intersection alone; a longer one costs one
+    ``bytes in bytes`` test.  Phrases without an anchor are tested on every text.
+    """
+
+    def __init__(self, entries: Sequence[tuple[Phrase, int]]) -> None:
+        anchors = choose_anchors(phrase for phrase, _ in entries)
+        by_anchor: dict[bytes, list[tuple[bytes | None, int]]] = {}
+        always: list[tuple[bytes, int]] = []
+        for phrase, number in entries:
+            anchor = anchors[phrase]
+            if anchor is None:
+                always.append((phrase.needle, number))
+            else:
+                single = len(phrase.words) == 1 and not phrase.prefix
+                by_anchor.setdefault(anchor, []).append((None if single else phrase.needle, number))
+        self._by_anchor = {anchor: tuple(found) for anchor, found in by_anchor.items()}
+        self._anchors = frozenset(self._by_anchor)
+        self._always = tuple(always)
+
+    def numbers_in(self, text: TokenText) -> set[int]:
+        """The numbers of every phrase found in ``text`` (unordered)."""
+        padded = text.padded
+        found = {number for needle, number in self._always if needle in padded}
+        for anchor in self._anchors.intersection(text.tokens):
+            for needle, number in self._by_anchor[anchor]:
+                if needle is None or needle in padded:
+                    found.add(number)
+        return found
