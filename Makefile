@@ -19,12 +19,12 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-# Classify every bundled sample payload (all eight formats) and show the outputs.
+# The whole job on a real broker: start the local Kafka broker unless
+# KAFKA_BOOTSTRAP_SERVERS names one, feed every bundled sample payload through the
+# worker, show the outputs and bounce rates.  `deploy/kafka/local-kafka stop` ends it.
 demo: install
-	@for f in tests/fixtures/*/*.json; do $(BIN)/python -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))" $$f; done > $(VENV)/demo.jsonl
-	$(BIN)/bounce-consumer classify $(VENV)/demo.jsonl --suppressions $(VENV)/demo-suppressions.jsonl --errors $(VENV)/demo-errors.jsonl
-	@echo "--- suppression updates:"; cat $(VENV)/demo-suppressions.jsonl
-	@echo "--- dead letters:"; cat $(VENV)/demo-errors.jsonl
+	@bootstrap="$${KAFKA_BOOTSTRAP_SERVERS:-$$(deploy/kafka/local-kafka start)}" && \
+	$(BIN)/bounce-consumer demo --bootstrap "$$bootstrap" --samples tests/fixtures
 
 bench: install
 	bench/classify.sh 200000

@@ -1,4 +1,4 @@
-"""Command line: ``bounce-consumer classify`` and ``bounce-consumer explain``.
+"""Command line: ``run`` (the worker), ``demo``, ``classify`` and ``explain``.
 
 ``classify`` is the offline twin of the worker: the same pure pipeline over JSON Lines,
 normalized events on stdout in input order, one dead-letter line per bad input line
@@ -8,6 +8,8 @@ normalized events on stdout in input order, one dead-letter line per bad input l
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,17 +18,23 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from aiokafka.errors import KafkaError
+from prometheus_client import REGISTRY
 
 from consumer import __version__
 from consumer.classify import classify
 from consumer.codec import DEFAULT_MAX_BYTES
-from consumer.errors import PayloadError, RulesError
+from consumer.config import describe, from_env
+from consumer.demo import run_demo
+from consumer.errors import ConfigError, PayloadError, RulesError
+from consumer.logs import configure as configure_logs
 from consumer.mailbox import mailbox_provider
 from consumer.models import DeadLetter, Kind, Observation
 from consumer.pipeline import process
 from consumer.providers import BY_NAME, detect
 from consumer.providers.base import format_time
 from consumer.rules import Rules, load_rules
+from consumer.runner import run_worker
 from consumer.textmatch import tokenize
 
 __all__ = ["main"]
@@ -228,7 +236,55 @@ def _parser() -> argparse.ArgumentParser:
         help="for a bare text: the DSN action (default failed)",
     )
     explain.add_argument("--provider", choices=sorted(BY_NAME), help="skip format detection")
+    sub.add_parser(
+        "run",
+        help="run the worker (settings from environment variables)",
+        description="Consume raw delivery events from Kafka and produce normalized events, "
+        "suppression updates and dead letters. Every setting is an environment variable:",
+        epilog=describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole job once on a broker with the bundled sample payloads",
+        description="Create fresh topics, feed every sample payload, run the worker until "
+        "all are processed, show the outputs and bounce rates, delete the topics.",
+    )
+    demo.add_argument(
+        "--bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        help="broker address (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+    )
+    demo.add_argument(
+        "--samples",
+        type=Path,
+        default=Path("tests/fixtures"),
+        help="directory of sample payloads, one JSON document per *.json file",
+    )
     return parser
+
+
+def _run(args: argparse.Namespace, rules: Rules) -> int:
+    try:
+        settings = from_env()
+        configure_logs(settings.log_level)
+    except ConfigError as exc:
+        print(f"bounce-consumer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run_worker(settings, rules, REGISTRY))
+
+
+def _demo(args: argparse.Namespace, rules: Rules) -> int:
+    configure_logs("error", sys.stderr)
+    try:
+        return asyncio.run(run_demo(args.bootstrap, args.samples, rules))
+    except KafkaError as exc:
+        print(
+            f"bounce-consumer demo: no broker at {args.bootstrap} ({exc}); start one with "
+            "deploy/kafka/local-kafka start, or use `make demo`",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,7 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RulesError as exc:
         print(f"bounce-consumer: rule data is invalid: {exc}", file=sys.stderr)
         return 2
-    handlers: dict[str, Any] = {"classify": _classify, "explain": _explain}
+    handlers: dict[str, Any] = {
+        "classify": _classify,
+        "explain": _explain,
+        "run": _run,
+        "demo": _demo,
+    }
     result: int = handlers[args.command](args, rules)
     return result
 

@@ -1,0 +1,374 @@
+"""The worker loop: poll a batch, process it, produce every output, wait for the acks,
+commit.  The only module that talks to Kafka (through ``kafka.py``'s clients).
+
+Why it is shaped this way (docs/architecture.md has the long form):
+- One task, one batch at a time.  The batch is the unit of produce, acknowledgement
+  and commit, so an offset is committed only after every output of every record
+  before it is acknowledged, and in-flight work is bounded by MAX_BATCH_RECORDS and
+  MAX_BATCH_BYTES: a slow broker slows the loop down instead of growing memory.
+- Processing yields to the event loop every few dozen records, so heartbeats, the
+  health server and the producer's I/O never wait on a whole batch of CPU work.
+- A failed produce or transaction is not fatal: the batch's partitions are rewound to
+  the batch's first offsets, the producer is rebuilt after a capped backoff, and the
+  batch is processed again.  Output ids are deterministic, so a repeat is harmless.
+- A failed commit is logged and counted, and the loop goes on: the next commit covers
+  it, and at worst the records are redelivered.
+- A rebalance waits for the in-flight batch (the revoke callback takes the batch
+  lock), so a revoked partition's batch is finished and committed, never half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from consumer.config import Guarantee, Settings
+from consumer.errors import PayloadError
+from consumer.health import Health
+from consumer.kafka import build_consumer, build_producer
+from consumer.metrics import Metrics
+from consumer.models import Outcome, SourceRef
+from consumer.pipeline import process
+from consumer.providers.base import format_time
+from consumer.records import OutputRecord, dead_letter_record, outcome_records
+from consumer.rules import Rules
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger("consumer.app")
+
+#: Records processed between two yields to the event loop (~5-10 ms of CPU).
+_YIELD_EVERY = 48
+#: Header a webhook receiver may set to name the provider instead of shape detection.
+_PROVIDER_HEADER = "provider"
+_FIRST_BACKOFF = 0.5
+
+
+class _BatchFailedError(Exception):
+    """Not every output of a batch was acknowledged; the batch must be redone."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One polled batch: its outputs, offsets and what to count once it is acknowledged."""
+
+    outputs: list[OutputRecord] = field(default_factory=list)
+    first: dict[TopicPartition, int] = field(default_factory=dict)
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+    dead_letter_kinds: list[str] = field(default_factory=list)
+    records: int = 0
+
+
+class Worker:
+    """Consumes the input topics and produces events, suppressions and dead letters."""
+
+    def __init__(self, settings: Settings, rules: Rules, metrics: Metrics, health: Health) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.metrics = metrics
+        self.health = health
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._batch_lock = asyncio.Lock()
+        self._backoff = _FIRST_BACKOFF
+        self._stop = asyncio.Event()
+        self.batches_done = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then finish the batch, commit and leave the group."""
+        log.info("worker starting", settings=self.settings.redacted())
+        self._stop = stop
+        try:
+            if not await self._start_clients(stop):
+                return
+            while not stop.is_set():
+                await self._poll_once()
+        finally:
+            await self._close()
+            log.info("worker stopped", batches=self.batches_done)
+
+    async def _start_clients(self, stop: asyncio.Event) -> bool:
+        """Start both clients, retrying with capped backoff while the broker is away."""
+        while not stop.is_set():
+            try:
+                if self._producer is None:
+                    self._producer = await self._started_producer()
+                if self._consumer is None:
+                    consumer = build_consumer(self.settings)
+                    await consumer.start()
+                    consumer.subscribe(
+                        list(self.settings.input_topics), listener=_Rebalance(self)
+                    )
+                    self._consumer = consumer
+            except (KafkaError, OSError) as exc:
+                await self._wait_after_failure(stop, "broker unreachable at start", exc)
+                continue
+            self._backoff = _FIRST_BACKOFF
+            log.info("kafka clients started", topics=list(self.settings.input_topics))
+            self.health.set_ready(False, "started, waiting for a partition assignment")
+            return True
+        return False
+
+    async def _started_producer(self) -> AIOKafkaProducer:
+        producer = build_producer(self.settings)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def _close(self) -> None:
+        """Leave the group first (partitions move on at once), then flush the producer."""
+        self.health.set_ready(False, "stopping")
+        self.metrics.ready.set(0)
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def _wait_after_failure(self, stop: asyncio.Event, what: str, exc: BaseException) -> None:
+        """Not ready; sleep the current backoff (cut short by ``stop``); double it up to the cap."""
+        reason = f"{what}: {type(exc).__name__}: {exc}"
+        self.health.set_ready(False, reason)
+        self.metrics.ready.set(0)
+        log.warning(what, error=f"{type(exc).__name__}: {exc}", retry_in=round(self._backoff, 2))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self._backoff)
+        self._backoff = min(self._backoff * 2, self.settings.retry_backoff_max_seconds)
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def _poll_once(self) -> None:
+        assert self._consumer is not None
+        self.health.tick()
+        polled = await self._consumer.getmany(
+            timeout_ms=self.settings.poll_timeout_ms,
+            max_records=self.settings.max_batch_records,
+        )
+        if polled:
+            async with self._batch_lock:
+                await self._handle(polled)
+        self._refresh_readiness()
+        await self._refresh_lag()
+
+    async def _handle(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
+        batch = await self._process(polled)
+        self.metrics.in_flight.set(batch.records)
+        try:
+            if self.settings.guarantee is Guarantee.EXACTLY_ONCE:
+                await self._send_in_transaction(batch)
+            else:
+                await self._send(batch.outputs)
+                await self._commit(batch.next_offsets)
+        except (KafkaError, OSError, TimeoutError, _BatchFailedError) as exc:
+            self.metrics.produce_failures.inc()
+            await self._redo_later(batch, exc)
+            return
+        finally:
+            self.metrics.in_flight.set(0)
+        self._backoff = _FIRST_BACKOFF
+        self._count(batch)
+        self.batches_done += 1
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> _Batch:
+        batch = _Batch()
+        for tp, messages in polled.items():
+            batch.first[tp] = messages[0].offset
+            batch.next_offsets[tp] = messages[-1].offset + 1
+            for message in messages:
+                self._process_record(message, batch)
+                batch.records += 1
+                if batch.records % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        return batch
+
+    def _process_record(self, message: ConsumerRecord, batch: _Batch) -> None:
+        settings = self.settings
+        source = SourceRef(message.topic, message.partition, message.offset)
+        value: bytes = message.value or b""
+        headers = tuple(message.headers or ())
+        try:
+            outcome = process(
+                value,
+                self.rules,
+                _record_time(message.timestamp),
+                _provider_header(headers),
+                source,
+                settings.max_payload_bytes,
+            )
+        except PayloadError as error:
+            log.warning(
+                "dead letter",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                error_kind=error.kind,
+                reason=str(error)[:300],
+            )
+            batch.outputs.append(
+                dead_letter_record(
+                    settings.dlq_topic,
+                    message.key,
+                    value[: settings.max_payload_bytes],
+                    headers,
+                    error,
+                    source,
+                )
+            )
+            batch.dead_letter_kinds.append(error.kind)
+            return
+        batch.outputs.extend(
+            outcome_records(outcome, settings.events_topic, settings.suppressions_topic)
+        )
+        batch.outcomes.append(outcome)
+
+    async def _ready_producer(self) -> AIOKafkaProducer:
+        """The producer; rebuilt here after a failure, so a failed restart is retried."""
+        if self._producer is None:
+            self._producer = await self._started_producer()
+        return self._producer
+
+    async def _send(self, outputs: Iterable[OutputRecord]) -> None:
+        """Queue every output, then wait for all acknowledgements (acks=all)."""
+        producer = await self._ready_producer()
+        futures = [
+            await producer.send(out.topic, out.value, key=out.key, headers=list(out.headers))
+            for out in outputs
+        ]
+        if futures:
+            timeout = self.settings.kafka_request_timeout_ms / 1000 * 2
+            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+
+    async def _send_in_transaction(self, batch: _Batch) -> None:
+        """Outputs and input offsets in one transaction: all visible, or none."""
+        producer = await self._ready_producer()
+        offsets = self._still_assigned(batch.next_offsets)
+        if len(offsets) < len(batch.next_offsets):
+            raise _BatchFailedError("partitions were revoked during the batch")
+        async with producer.transaction():
+            await self._send(batch.outputs)
+            await producer.send_offsets_to_transaction(offsets, self.settings.kafka_group_id)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the partitions still ours; a failure only means redelivery later."""
+        assert self._consumer is not None
+        mine = self._still_assigned(offsets)
+        if not mine:
+            return
+        try:
+            await asyncio.wait_for(
+                self._consumer.commit(mine), self.settings.kafka_request_timeout_ms / 1000
+            )
+        except (KafkaError, TimeoutError) as exc:
+            self.metrics.commit_failures.inc()
+            log.warning(
+                "commit failed; the records will be redelivered",
+                error=f"{type(exc).__name__}: {exc}",
+                partitions=_describe(mine),
+            )
+
+    async def _redo_later(self, batch: _Batch, exc: BaseException) -> None:
+        """Rewind the batch's partitions and drop the producer; the next batch rebuilds it."""
+        assert self._consumer is not None
+        for tp, offset in self._still_assigned(batch.first).items():
+            self._consumer.seek(tp, offset)
+        await self._wait_after_failure(self._stop, "batch not acknowledged, retrying", exc)
+        if self._producer is not None:
+            try:
+                await asyncio.wait_for(self._producer.stop(), 10)
+            except (KafkaError, OSError, TimeoutError) as stop_error:
+                log.warning("producer did not stop cleanly", error=str(stop_error))
+            self._producer = None
+
+    def _count(self, batch: _Batch) -> None:
+        now = time.time()
+        for outcome in batch.outcomes:
+            self.metrics.observe_outcome(outcome, now)
+        for kind in batch.dead_letter_kinds:
+            self.metrics.observe_dead_letter(kind)
+
+    # -- state -----------------------------------------------------------------------
+
+    def _still_assigned(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        return {tp: offset for tp, offset in offsets.items() if tp in assigned}
+
+    def _refresh_readiness(self) -> None:
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        if assigned and self._backoff == _FIRST_BACKOFF:
+            self.health.set_ready(True, f"assigned {len(assigned)} partitions")
+            self.metrics.ready.set(1)
+        elif not assigned:
+            self.health.set_ready(False, "no partition assigned")
+            self.metrics.ready.set(0)
+
+    async def _refresh_lag(self) -> None:
+        """Records behind the end of each assigned partition, as of the last fetch."""
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            position = await self._consumer.position(tp)
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+
+    def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("revoked").inc()
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
+        log.info("partitions revoked", partitions=_describe(dict.fromkeys(revoked, 0)))
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("assigned").inc()
+        log.info("partitions assigned", partitions=_describe(dict.fromkeys(assigned, 0)))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+    """Waits for the in-flight batch before partitions move (it commits their offsets)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._worker._batch_lock:
+            self._worker.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._worker.on_assigned(set(assigned))
+
+
+def _record_time(timestamp_ms: int | None) -> str:
+    """The record's timestamp stands in for a missing event time (same on replay)."""
+    seconds = (timestamp_ms or 0) / 1000
+    return format_time(datetime.fromtimestamp(seconds, UTC))
+
+
+def _provider_header(headers: tuple[tuple[str, bytes], ...]) -> str | None:
+    for name, value in headers:
+        if name == _PROVIDER_HEADER and value:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def _describe(partitions: dict[TopicPartition, int]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)

@@ -1,0 +1,71 @@
+"""``bounce-consumer run``: the worker as a process, wired to signals and the HTTP port.
+
+SIGTERM or SIGINT sets the stop event: the worker finishes its batch, commits, leaves
+the group and the process exits 0.  If that takes longer than SHUTDOWN_GRACE_SECONDS
+(a broker gone during shutdown), the worker is cancelled and the process exits 1; the
+uncommitted records are redelivered to another worker, so nothing is lost either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from consumer import __version__
+from consumer.app import Worker
+from consumer.config import Settings
+from consumer.health import Health, serve
+from consumer.metrics import Metrics
+from consumer.rules import Rules
+
+__all__ = ["run_worker"]
+
+log = structlog.get_logger("consumer.runner")
+
+
+async def run_worker(settings: Settings, rules: Rules, registry: CollectorRegistry) -> int:
+    """Run until a signal, then drain within the grace period; the process exit code."""
+    metrics = Metrics(registry)
+    metrics.build_info.labels(__version__, rules.version, rules.policy.version).set(1)
+    health = Health(settings.health_stall_seconds)
+    server = (
+        await serve(health, registry, settings.http_host, settings.http_port)
+        if settings.http_port
+        else None
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, _on_signal, stop, number)
+    worker_task = asyncio.create_task(Worker(settings, rules, metrics, health).run(stop))
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not worker_task.done():
+            try:
+                await asyncio.wait_for(worker_task, settings.shutdown_grace_seconds)
+            except TimeoutError:
+                log.error(  # noqa: TRY400 - a timeout, not an error with a useful traceback
+                    "shutdown grace period exceeded; uncommitted records will be redelivered",
+                    grace_seconds=settings.shutdown_grace_seconds,
+                )
+                return 1
+        worker_task.result()
+        return 0
+    finally:
+        stop_task.cancel()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+
+def _on_signal(stop: asyncio.Event, number: signal.Signals) -> None:
+    if stop.is_set():
+        return
+    log.info("stopping", signal=number.name)
+    stop.set()
