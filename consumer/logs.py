@@ -112,15 +112,16 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     if numeric is None:
         allowed = ", ".join(LEVELS)
         raise ConfigError(f"LOG_LEVEL must be one of {allowed}, not {level!r}")
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        structlog.processors.format_exc_info,
+        redact_emails,
+    ]
+    _route_stdlib_logging(numeric, shared, stream)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            structlog.processors.format_exc_info,
-            redact_emails,
-            structlog.processors.JSONRenderer(serializer=_dumps),
-        ],
+        processors=[*shared, structlog.processors.JSONRenderer(serializer=_dumps)],
         # Levels below the threshold become methods that return at once, so a debug
         # call in the hot path costs one function call at info.
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -129,3 +130,24 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
         # their first call, so a second configure() would not reach them.
         cache_logger_on_first_use=False,
     )
+
+
+def _route_stdlib_logging(numeric: int, shared: list[Any], stream: TextIO | None) -> None:
+    """aiokafka logs through ``logging``: render its lines as the same JSON objects.
+
+    Its info lines (every rebalance step, every reconnect) repeat what the worker logs
+    itself, so they are kept from warning up unless LOG_LEVEL is debug.
+    """
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(serializer=_dumps),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(numeric, logging.WARNING) if numeric > logging.DEBUG else logging.DEBUG)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,10 +19,13 @@ from consumer.logs import configure, email_hash, redact_emails
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     """Leave structlog as the other tests expect it, whatever a test configured."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -139,3 +143,16 @@ def test_email_hash_stable_and_case_insensitive() -> None:
     assert hashed == email_hash("alice@example.net") == "h:c94d305ccda9"
     assert hashed != email_hash("alice@example.org")
     assert re.fullmatch(r"h:[0-9a-f]{12}", hashed)
+
+
+def test_library_logs_become_json_and_are_redacted() -> None:
+    """aiokafka's stdlib warnings come out as the same JSON lines, addresses hashed."""
+    stream = io.StringIO()
+    configure("info", stream)
+    logging.getLogger("aiokafka.test").warning("retrying for %s", "bob@example.org")
+    logging.getLogger("aiokafka.test").info("chatty detail")
+    (line,) = _lines(stream)
+    assert line["logger"] == "aiokafka.test"
+    assert line["level"] == "warning"
+    assert "bob@example.org" not in line["event"]
+    assert email_hash("bob@example.org") in line["event"]
