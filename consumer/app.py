@@ -51,6 +51,8 @@ _YIELD_EVERY = 48
 #: Header a webhook receiver may set to name the provider instead of shape detection.
 _PROVIDER_HEADER = "provider"
 _FIRST_BACKOFF = 0.5
+#: Fetch responses come every 0.5 s even on an idle topic; this much silence is an outage.
+_SILENT_BROKER_SECONDS = 10.0
 
 
 class _BatchFailedError(Exception):
@@ -312,14 +314,27 @@ class Worker:
         return {tp: offset for tp, offset in offsets.items() if tp in assigned}
 
     def _refresh_readiness(self) -> None:
+        """Ready: partitions assigned, last batch acknowledged, fetches answered lately.
+
+        The consumer does not raise while the broker is away, it only stops receiving
+        fetch responses (which arrive every fetch wait even when idle); their age is how
+        an outage shows up when no produce is in flight.
+        """
         assert self._consumer is not None
         assigned = self._consumer.assignment()
-        if assigned and self._backoff == _FIRST_BACKOFF:
-            self.health.set_ready(True, f"assigned {len(assigned)} partitions")
-            self.metrics.ready.set(1)
-        elif not assigned:
-            self.health.set_ready(False, "no partition assigned")
-            self.metrics.ready.set(0)
+        ready, reason = False, "no partition assigned"
+        if assigned:
+            polled = [self._consumer.last_poll_timestamp(tp) for tp in assigned]
+            known = [stamp for stamp in polled if stamp is not None]
+            silent = time.time() - max(known) / 1000 if known else 0.0
+            if self._backoff != _FIRST_BACKOFF:
+                reason = "retrying a batch that was not acknowledged"
+            elif silent > _SILENT_BROKER_SECONDS:
+                reason = f"no fetch response for {silent:.0f} s: broker unreachable"
+            else:
+                ready, reason = True, f"assigned {len(assigned)} partitions"
+        self.health.set_ready(ready, reason)
+        self.metrics.ready.set(1 if ready else 0)
 
     async def _refresh_lag(self) -> None:
         """Records behind the end of each assigned partition, as of the last fetch."""
