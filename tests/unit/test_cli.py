@@ -74,3 +74,29 @@ def test_stdin_input(tmp_path: Path) -> None:
     )
     event = orjson.loads(result.stdout)
     assert (event["status"], event["recipientState"]) == ("Deferred", "SoftBounceMailboxFull")
+
+
+def test_run_help_lists_every_setting() -> None:
+    """`bounce-consumer run --help` documents each environment variable with its default."""
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "run", "--help"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    from consumer.config import VARIABLES
+
+    for variable in VARIABLES:
+        assert variable.name in result.stdout
+
+
+def test_run_refuses_a_bad_setting_naming_the_variable() -> None:
+    """A bad environment value stops the worker before it connects, exit 2, variable named."""
+    import os
+
+    env = {**os.environ, "MAX_BATCH_RECORDS": "lots", "KAFKA_SASL_PASSWORD": "pw-never-shown"}
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "MAX_BATCH_RECORDS" in result.stderr
+    assert "pw-never-shown" not in result.stderr + result.stdout
