@@ -317,3 +317,27 @@ async def _http_ok(port: int, path: str) -> bool:
 async def _count_events(bootstrap: str, topic: str, at_least: int) -> bool:
     ends = await end_offsets(bootstrap, topic)
     return sum(ends.values()) >= at_least
+
+
+async def test_broker_unreachable_at_start_then_resumes(
+    dedicated_broker: LocalBroker, group_id: str, rules: Rules
+) -> None:
+    """Started while the broker is down, the worker retries, reports not-ready, then catches up."""
+    bootstrap = dedicated_broker.bootstrap
+    topics = await create_topic_set(bootstrap)
+    count = 500
+    await produce(bootstrap, topics.raw, dsn_payloads(count))
+    await dedicated_broker.stop_async()
+    env = worker_env(bootstrap, topics, group_id, RETRY_BACKOFF_MAX_SECONDS="1")
+    async with in_process_worker(env, rules) as worker:
+        await asyncio.sleep(3)
+        ready, reason = worker.health.ready()
+        assert not ready
+        assert "unreachable" in reason
+        await dedicated_broker.start_async()
+        await wait_until(
+            lambda: fully_committed(bootstrap, group_id, topics.raw), 120, "all committed"
+        )
+        await wait_until(lambda: worker.health.ready()[0], 30, "ready")
+    events = await consume_all(bootstrap, topics.events, expect=count)
+    assert set(_sources(events)) == await _input_coordinates(bootstrap, topics.raw)
