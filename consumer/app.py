@@ -68,6 +68,7 @@ class _Batch:
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     dead_letter_kinds: list[str] = field(default_factory=list)
+    last_timestamps: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
 
 
@@ -84,6 +85,8 @@ class Worker:
         self._batch_lock = asyncio.Lock()
         self._backoff = _FIRST_BACKOFF
         self._stop = asyncio.Event()
+        #: Append time (ms) of the last record consumed per partition, for lag in seconds.
+        self._last_record_ms: dict[TopicPartition, int] = {}
         self.batches_done = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -185,6 +188,7 @@ class Worker:
         finally:
             self.metrics.in_flight.set(0)
         self._backoff = _FIRST_BACKOFF
+        self._last_record_ms.update(batch.last_timestamps)
         self._count(batch)
         self.batches_done += 1
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -194,6 +198,7 @@ class Worker:
         for tp, messages in polled.items():
             batch.first[tp] = messages[0].offset
             batch.next_offsets[tp] = messages[-1].offset + 1
+            batch.last_timestamps[tp] = messages[-1].timestamp
             for message in messages:
                 self._process_record(message, batch)
                 batch.records += 1
@@ -337,20 +342,27 @@ class Worker:
         self.metrics.ready.set(1 if ready else 0)
 
     async def _refresh_lag(self) -> None:
-        """Records behind the end of each assigned partition, as of the last fetch."""
+        """Records (and seconds) behind the end of each assigned partition."""
         assert self._consumer is not None
+        now_ms = time.time() * 1000
         for tp in self._consumer.assignment():
             end = self._consumer.highwater(tp)
             if end is None:
                 continue
-            position = await self._consumer.position(tp)
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+            behind = max(0, end - await self._consumer.position(tp))
+            labels = (tp.topic, str(tp.partition))
+            self.metrics.lag.labels(*labels).set(behind)
+            last = self._last_record_ms.get(tp)
+            seconds = (now_ms - last) / 1000 if behind and last is not None else 0.0
+            self.metrics.lag_seconds.labels(*labels).set(max(0.0, seconds))
 
     def on_revoked(self, revoked: set[TopicPartition]) -> None:
         self.metrics.rebalances.labels("revoked").inc()
         for tp in revoked:
-            with contextlib.suppress(KeyError):
-                self.metrics.lag.remove(tp.topic, str(tp.partition))
+            self._last_record_ms.pop(tp, None)
+            for gauge in (self.metrics.lag, self.metrics.lag_seconds):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
         log.info("partitions revoked", partitions=_describe(dict.fromkeys(revoked, 0)))
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -57,8 +57,9 @@ class Metrics:
         )
         self.suppressions = Counter(
             _PREFIX + "suppressions",
-            "Suppression updates by action and reason.",
-            ["action", "reason"],
+            "Suppression updates by provider, mailbox-provider group, action and reason "
+            "(a recipientState, Complaint, Unsubscribe, ...).",
+            ["provider", "mailbox_provider", "action", "reason"],
             registry=registry,
         )
         self.commit_failures = Counter(
@@ -92,6 +93,13 @@ class Metrics:
         self.lag = Gauge(
             _PREFIX + "consumer_lag_records",
             "Records behind the end of each assigned input partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.lag_seconds = Gauge(
+            _PREFIX + "consumer_lag_seconds",
+            "Age of the last record consumed from each input partition while records wait "
+            "behind it (0 when caught up): how far behind the worker is in time.",
             ["topic", "partition"],
             registry=registry,
         )
@@ -133,4 +141,6 @@ class Metrics:
         self.classified.labels(event.classified_by.value).inc()
 
     def _count_suppression(self, update: SuppressionUpdate) -> None:
-        self.suppressions.labels(update.action.value, update.reason).inc()
+        self.suppressions.labels(
+            update.provider, update.mailbox_provider, update.action.value, update.reason
+        ).inc()

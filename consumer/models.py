@@ -219,6 +219,8 @@ class SuppressionUpdate:
     needs_review: bool = False
     scope: Scope | None = None
     source: SourceRef | None = None
+    #: Bounded group of the address's mailbox provider: complaint rates per provider.
+    mailbox_provider: str = "other"
 
     def to_json(self) -> dict[str, Any]:
         """The published JSON form (schemas/suppression-update.v1.json)."""
@@ -227,6 +229,7 @@ class SuppressionUpdate:
             "schemaVersion": SCHEMA_VERSION,
             "provider": self.provider,
             "email": self.email,
+            "mailboxProvider": self.mailbox_provider,
             "action": self.action.value,
             "reason": self.reason,
             "needsReview": self.needs_review,

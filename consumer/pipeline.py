@@ -59,7 +59,8 @@ def process(
                 observation.kind.value,
                 observation.suppression_reason or "",
             )
-            suppressions.append(for_list_change(observation, ident, rules.policy))
+            mailbox = mailbox_provider(rules, observation.email.rpartition("@")[2], None, None)
+            suppressions.append(for_list_change(observation, ident, rules.policy, mailbox))
             continue
         event = normalize(observation, rules, source)
         events.append(event)

@@ -34,10 +34,13 @@ def for_event(event: NormalizedEvent, policy: Policy) -> SuppressionUpdate | Non
         policy_version=policy.version,
         needs_review=event.recipient_state not in policy.firm_suppression,
         source=event.source,
+        mailbox_provider=event.mailbox_provider,
     )
 
 
-def for_list_change(observation: Observation, event_id: str, policy: Policy) -> SuppressionUpdate:
+def for_list_change(
+    observation: Observation, event_id: str, policy: Policy, mailbox_provider: str
+) -> SuppressionUpdate:
     """A complaint, unsubscribe or reactivation reported by the provider."""
     action = (
         SuppressionAction.UNSUPPRESS
@@ -53,4 +56,5 @@ def for_list_change(observation: Observation, event_id: str, policy: Policy) -> 
         occurred_at=observation.occurred_at,
         policy_version=policy.version,
         scope=observation.scope,
+        mailbox_provider=mailbox_provider,
     )

@@ -32,7 +32,8 @@ def test_outcomes_count_events_suppressions_and_age(rules: Rules) -> None:
         registry, "mailevents_events_total", provider="sendgrid", status="Bounce",
         recipient_state="HardBounce", mailbox_provider=event.mailbox_provider,
     ) == 1
-    assert _value(registry, "mailevents_suppressions_total", action="suppress",
+    assert _value(registry, "mailevents_suppressions_total", provider="sendgrid",
+                  mailbox_provider=event.mailbox_provider, action="suppress",
                   reason="HardBounce") == 1
     assert _value(registry, "mailevents_event_age_seconds_count") == 1
 
