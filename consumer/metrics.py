@@ -120,6 +120,14 @@ class Metrics:
             registry=registry,
         )
 
+        # Series that alerts divide by or test for must exist at 0 before the first event.
+        for outcome in ("ok", "ignored", "dead_letter"):
+            self.records.labels(outcome)
+        for kind in ("assigned", "revoked"):
+            self.rebalances.labels(kind)
+        for reason in ("decode", "unknown_provider", "parse"):
+            self.dead_letters.labels(reason)
+
     def observe_outcome(self, outcome: Outcome, now: float) -> None:
         """Count one processed record and every output it gave (``now``: Unix seconds)."""
         produced = bool(outcome.events or outcome.suppressions)
