@@ -233,10 +233,11 @@ class Worker:
                 dead_letter_record(
                     settings.dlq_topic,
                     message.key,
-                    value[: settings.max_payload_bytes],
+                    value,
                     headers,
                     error,
                     source,
+                    settings.max_payload_bytes,
                 )
             )
             batch.dead_letter_kinds.append(error.kind)

@@ -92,8 +92,18 @@ def dead_letter_record(
     headers: Headers,
     error: PayloadError,
     source: SourceRef,
+    max_bytes: int,
 ) -> OutputRecord:
-    """The input unchanged, with headers saying where it came from and why it failed."""
+    """The input unchanged, with headers saying where it came from and why it failed.
+
+    Only a value over ``max_bytes`` (already refused as too large) is cut to that size,
+    with its original length in a header: the whole of it might not fit in a produce
+    request, and a dead letter that can never be written would stall its partition.
+    """
+    truncated: Headers = ()
+    if len(value) > max_bytes:
+        truncated = ((DLQ_HEADER_PREFIX + "truncated.from.bytes", str(len(value)).encode()),)
+        value = value[:max_bytes]
     ours: Headers = (
         (DLQ_HEADER_PREFIX + "exception", type(error).__name__.encode()),
         (DLQ_HEADER_PREFIX + "kind", error.kind.encode()),
@@ -103,4 +113,4 @@ def dead_letter_record(
         (DLQ_HEADER_PREFIX + "offset", str(source.offset).encode()),
     )
     kept = tuple(header for header in headers if not header[0].startswith(DLQ_HEADER_PREFIX))
-    return OutputRecord(dlq_topic, key, value, kept + ours)
+    return OutputRecord(dlq_topic, key, value, kept + ours + truncated)

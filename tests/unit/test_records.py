@@ -58,7 +58,7 @@ def test_dead_letter_keeps_the_input_unchanged_and_explains_why() -> None:
         pytest.fail("invalid JSON was accepted")
     record = dead_letter_record(
         "dlq", b"k1", raw, (("trace", b"abc"), (DLQ_HEADER_PREFIX + "kind", b"stale")), error,
-        SOURCE,
+        SOURCE, max_bytes=1024,
     )
     headers = dict(record.headers)
     assert (record.topic, record.key, record.value) == ("dlq", b"k1", raw)
@@ -70,6 +70,15 @@ def test_dead_letter_keeps_the_input_unchanged_and_explains_why() -> None:
     assert headers[DLQ_HEADER_PREFIX + "offset"] == b"41"
     assert b"not valid JSON" in headers[DLQ_HEADER_PREFIX + "message"]
     assert [name for name, _ in record.headers].count(DLQ_HEADER_PREFIX + "kind") == 1
+    assert DLQ_HEADER_PREFIX + "truncated.from.bytes" not in headers
+
+
+def test_an_oversized_dead_letter_is_cut_and_says_so() -> None:
+    """Only a value over the limit is cut, and its original size is kept in a header."""
+    raw = b"x" * 5000
+    record = dead_letter_record("dlq", None, raw, (), DecodeError("too large"), SOURCE, 4096)
+    assert record.value == raw[:4096]
+    assert dict(record.headers)[DLQ_HEADER_PREFIX + "truncated.from.bytes"] == b"5000"
 
 
 def test_ignored_events_produce_nothing(rules: Rules) -> None:
