@@ -8,14 +8,15 @@ it is a keyword or a binary operator word, or a function: an identifier followed
 ``(``, which also covers aggregations such as ``sum by (x) (...)`` once the clause is
 gone.  A selector of the form ``{__name__="x"}`` names ``x``.
 
-``yaml_fields`` reads the ``record:`` and ``expr:`` values of a Prometheus rules file
-without a YAML library (the project has none): plain, quoted and block scalars.
+``yaml_fields`` lists the ``record:``/``alert:`` names and ``expr:`` values of a
+Prometheus rules file.
 """
 
 from __future__ import annotations
 
-import json
 import re
+
+import yaml
 
 __all__ = ["KEYWORDS", "grafana_variables", "metric_names", "strip_literals", "yaml_fields"]
 
@@ -99,89 +100,18 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-_YAML_KEY = re.compile(
-    r"^(?P<indent>[ ]*)(?:-[ ]+)*(?P<key>[A-Za-z_][\w.-]*):(?:[ ]+(?P<value>.*))?$"
-)
-_BLOCK = re.compile(r"^[|>][+-]?\d*[+-]?(?:[ ]+#.*)?$")
-
-
-def _indent_of(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _key_column(line: str) -> int:
-    """Column of a ``key:`` line's key, after any ``- `` sequence markers."""
-    column = _indent_of(line)
-    while line[column:].startswith("- "):
-        column += 2
-        while line[column : column + 1] == " ":
-            column += 1
-    return column
-
-
-def _scalar(value: str, continuation: list[str]) -> str:
-    """A flow scalar's value: plain (continued on more-indented lines) or quoted."""
-    if value.startswith('"'):
-        text = " ".join([value, *continuation])
-        end = re.match(r'"((?:[^"\\]|\\.)*)"', text)
-        if end is None:
-            raise ValueError(f"unterminated double-quoted scalar: {value!r}")
-        return str(json.loads(end.group(0)))
-    if value.startswith("'"):
-        text = " ".join([value, *continuation])
-        end = re.match(r"'((?:[^']|'')*)'", text)
-        if end is None:
-            raise ValueError(f"unterminated single-quoted scalar: {value!r}")
-        return end.group(1).replace("''", "'")
-    parts = [re.sub(r"(^|[ ]+)#.*$", "", part).strip() for part in [value, *continuation]]
-    return " ".join(part for part in parts if part)
-
-
 def yaml_fields(
     text: str, keys: frozenset[str] = frozenset({"record", "expr"})
 ) -> list[tuple[str, str]]:
-    """Every ``key: value`` of ``text`` whose key is in ``keys``, in file order.
+    """Every ``record``/``alert``/``expr`` value of a rules file whose key is in ``keys``.
 
-    Handles what rule files use: block scalars (``|``, ``>``, with chomping or
-    indentation indicators), single- and double-quoted scalars, and plain scalars
-    continued on more-indented lines.  The block content of any key (a description
-    that mentions ``expr:``) is skipped as a whole.
+    In file order, per rule: name first, then its expression.
     """
-    lines = text.splitlines()
+    document = yaml.safe_load(text) or {}
     found: list[tuple[str, str]] = []
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _YAML_KEY.match(line)
-        flow = match is None or (match.group("value") or "").startswith(("{", "["))
-        if flow and any(re.search(rf"\b{key}\s*:", line) for key in keys):
-            raise ValueError(f"flow-style YAML is not supported: {line.strip()!r}")
-        if match is None:
-            continue
-        column = _key_column(line)
-        value = (match.group("value") or "").strip()
-        body: list[str] = []
-        while index < len(lines) and (
-            not lines[index].strip() or _indent_of(lines[index]) > column
-        ):
-            body.append(lines[index])
-            index += 1
-        if not value:
-            index -= len(body)  # a mapping or a sequence: its lines are keys of their own
-            continue
-        if _BLOCK.match(value):
-            while body and not body[-1].strip():
-                body.pop()
-            indent = min((_indent_of(b) for b in body if b.strip()), default=0)
-            content = "\n".join(b[indent:] for b in body)
-        else:
-            if value.startswith("#"):
-                index -= len(body)
-                continue
-            content = _scalar(value, [b.strip() for b in body if b.strip()])
-        if match.group("key") in keys:
-            found.append((match.group("key"), content))
+    for group in document.get("groups", []):
+        for rule in group.get("rules", []):
+            for key in ("record", "alert", "expr"):
+                if key in keys and key in rule:
+                    found.append((key, str(rule[key]).strip()))
     return found
