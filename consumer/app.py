@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -306,11 +307,7 @@ class Worker:
             self._producer = None
 
     def _count(self, batch: _Batch) -> None:
-        now = time.time()
-        for outcome in batch.outcomes:
-            self.metrics.observe_outcome(outcome, now)
-        for kind in batch.dead_letter_kinds:
-            self.metrics.observe_dead_letter(kind)
+        self.metrics.observe_batch(batch.outcomes, batch.dead_letter_kinds, time.time())
 
     # -- state -----------------------------------------------------------------------
 
@@ -385,6 +382,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped ba
         self._worker.on_assigned(set(assigned))
 
 
+@functools.lru_cache(maxsize=4096)
 def _record_time(timestamp_ms: int | None) -> str:
     """The record's timestamp stands in for a missing event time (same on replay)."""
     seconds = (timestamp_ms or 0) / 1000

@@ -9,11 +9,15 @@ series without bound and put personal data into the monitoring system.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as PromCounter
 
-from consumer.models import NormalizedEvent, Outcome, SuppressionUpdate
+from consumer.models import Outcome
 
 __all__ = ["Metrics"]
 
@@ -29,50 +33,50 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.records = Counter(
+        self.records = PromCounter(
             _PREFIX + "records",
             "Input records by outcome: ok (at least one output), ignored (opens, clicks, "
             "nothing to report) or dead_letter.",
             ["outcome"],
             registry=registry,
         )
-        self.dead_letters = Counter(
+        self.dead_letters = PromCounter(
             _PREFIX + "dead_letters",
             "Records sent to the dead-letter topic, by error kind.",
             ["reason"],
             registry=registry,
         )
-        self.events = Counter(
+        self.events = PromCounter(
             _PREFIX + "events",
             "Normalized recipient events by provider, status, recipientState and "
             "mailbox-provider group.",
             ["provider", "status", "recipient_state", "mailbox_provider"],
             registry=registry,
         )
-        self.classified = Counter(
+        self.classified = PromCounter(
             _PREFIX + "classified",
             "Normalized events by the evidence that decided the recipientState.",
             ["classified_by"],
             registry=registry,
         )
-        self.suppressions = Counter(
+        self.suppressions = PromCounter(
             _PREFIX + "suppressions",
             "Suppression updates by provider, mailbox-provider group, action and reason "
             "(a recipientState, Complaint, Unsubscribe, ...).",
             ["provider", "mailbox_provider", "action", "reason"],
             registry=registry,
         )
-        self.commit_failures = Counter(
+        self.commit_failures = PromCounter(
             _PREFIX + "commit_failures",
             "Offset commits that failed; the records will be redelivered.",
             registry=registry,
         )
-        self.produce_failures = Counter(
+        self.produce_failures = PromCounter(
             _PREFIX + "produce_failures",
             "Batches whose outputs were not all acknowledged; the batch is retried.",
             registry=registry,
         )
-        self.rebalances = Counter(
+        self.rebalances = PromCounter(
             _PREFIX + "rebalances",
             "Partition assignment changes of this worker, by kind (assigned, revoked).",
             ["kind"],
@@ -128,27 +132,47 @@ class Metrics:
         for reason in ("decode", "unknown_provider", "parse"):
             self.dead_letters.labels(reason)
 
+    def observe_batch(
+        self, outcomes: Iterable[Outcome], dead_letter_kinds: Iterable[str], now: float
+    ) -> None:
+        """Count a batch's records and outputs (``now``: Unix seconds).
+
+        Sums per label set first and increments each series once: a ``labels().inc()``
+        per event cost 5 % of the worker's time.
+        """
+        records: Counter[str] = Counter()
+        events: Counter[tuple[str, str, str, str]] = Counter()
+        classified: Counter[str] = Counter()
+        suppressions: Counter[tuple[str, str, str, str]] = Counter()
+        for outcome in outcomes:
+            records["ok" if outcome.events or outcome.suppressions else "ignored"] += 1
+            for event in outcome.events:
+                state = event.recipient_state.value if event.recipient_state else "none"
+                events[event.provider, event.status.value, state, event.mailbox_provider] += 1
+                classified[event.classified_by.value] += 1
+                occurred = datetime.fromisoformat(event.occurred_at).timestamp()
+                self.event_age.observe(max(0.0, now - occurred))
+            for update in outcome.suppressions:
+                suppressions[
+                    update.provider, update.mailbox_provider, update.action.value, update.reason
+                ] += 1
+        for kind, count in Counter(dead_letter_kinds).items():
+            records["dead_letter"] += count
+            self.dead_letters.labels(kind).inc(count)
+        _add(self.records, records)
+        _add(self.events, events)
+        _add(self.classified, classified)
+        _add(self.suppressions, suppressions)
+
     def observe_outcome(self, outcome: Outcome, now: float) -> None:
-        """Count one processed record and every output it gave (``now``: Unix seconds)."""
-        produced = bool(outcome.events or outcome.suppressions)
-        self.records.labels("ok" if produced else "ignored").inc()
-        for event in outcome.events:
-            self._count_event(event)
-            occurred = datetime.fromisoformat(event.occurred_at).timestamp()
-            self.event_age.observe(max(0.0, now - occurred))
-        for update in outcome.suppressions:
-            self._count_suppression(update)
+        """Count one processed record and every output it gave."""
+        self.observe_batch((outcome,), (), now)
 
     def observe_dead_letter(self, kind: str) -> None:
-        self.records.labels("dead_letter").inc()
-        self.dead_letters.labels(kind).inc()
+        self.observe_batch((), (kind,), 0.0)
 
-    def _count_event(self, event: NormalizedEvent) -> None:
-        state = event.recipient_state.value if event.recipient_state else "none"
-        self.events.labels(event.provider, event.status.value, state, event.mailbox_provider).inc()
-        self.classified.labels(event.classified_by.value).inc()
 
-    def _count_suppression(self, update: SuppressionUpdate) -> None:
-        self.suppressions.labels(
-            update.provider, update.mailbox_provider, update.action.value, update.reason
-        ).inc()
+def _add(metric: PromCounter, counts: Mapping[Any, int]) -> None:
+    for labels, count in counts.items():
+        values = labels if isinstance(labels, tuple) else (labels,)
+        metric.labels(*values).inc(count)

@@ -66,3 +66,29 @@ def test_no_address_or_domain_reaches_a_label(rules: Rules) -> None:
     assert "@" not in page
     leaked = [domain for domain in domains if f'"{domain}"' in page]
     assert leaked == []
+
+
+def test_counting_a_batch_equals_counting_its_records_one_by_one(rules: Rules) -> None:
+    """observe_batch sums per series first; the exposition is the same as record by record."""
+    outcomes, kinds = [], []
+    for path in sorted(FIXTURES.glob("*/*.json")):
+        try:
+            outcomes.append(process(path.read_bytes(), rules, "2025-01-01T00:00:00.000Z"))
+        except PayloadError as error:
+            kinds.append(error.kind)
+    one_by_one, batched = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    for outcome in outcomes:
+        one_by_one.observe_outcome(outcome, now=1_800_000_000)
+    for kind in kinds:
+        one_by_one.observe_dead_letter(kind)
+    batched.observe_batch(outcomes, kinds, now=1_800_000_000)
+    assert _without_created(batched) == _without_created(one_by_one)
+    assert b'mailevents_records_total{outcome="dead_letter"} 26.0' in generate_latest(
+        batched.registry
+    )
+
+
+def _without_created(metrics: Metrics) -> list[str]:
+    """The exposition minus the *_created timestamps, which differ between registries."""
+    page = generate_latest(metrics.registry).decode()
+    return [line for line in page.splitlines() if "_created" not in line]
