@@ -29,11 +29,20 @@ from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    ProducerFenced,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from consumer.config import Guarantee, Settings
-from consumer.errors import PayloadError
+from consumer.errors import ConsumerError, PayloadError
 from consumer.health import Health
 from consumer.kafka import build_consumer, build_producer
 from consumer.metrics import Metrics
@@ -43,7 +52,7 @@ from consumer.providers.base import format_time
 from consumer.records import OutputRecord, dead_letter_record, outcome_records
 from consumer.rules import Rules
 
-__all__ = ["Worker"]
+__all__ = ["FatalKafkaError", "Worker"]
 
 log = structlog.get_logger("consumer.app")
 
@@ -54,6 +63,26 @@ _PROVIDER_HEADER = "provider"
 _FIRST_BACKOFF = 0.5
 #: Fetch responses come every 0.5 s even on an idle topic; this much silence is an outage.
 _SILENT_BROKER_SECONDS = 10.0
+
+
+class FatalKafkaError(ConsumerError):
+    """Kafka refuses for good (authorisation, a missing output topic, a fenced producer).
+
+    Retrying in place cannot help: the process exits non-zero and the platform restarts
+    it, which is also how an operator notices (CrashLoopBackOff with this reason).
+    """
+
+
+# Refusals that no retry cures.  Authentication failures are retried instead (the
+# secret may be rotated in place) and only make the worker not-ready.
+_FATAL = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    ProducerFenced,
+)
+_AUTHENTICATION = (SaslAuthenticationFailed, AuthenticationFailedError)
 
 
 class _BatchFailedError(Exception):
@@ -119,13 +148,34 @@ class Worker:
                     )
                     self._consumer = consumer
             except (KafkaError, OSError) as exc:
-                await self._wait_after_failure(stop, "broker unreachable at start", exc)
+                what = "broker unreachable at start"
+                if isinstance(exc, _AUTHENTICATION):
+                    what = "authentication refused by the broker (check KAFKA_SASL_* settings)"
+                await self._wait_after_failure(stop, what, exc)
                 continue
+            await self._check_output_topics()
             self._backoff = _FIRST_BACKOFF
             log.info("kafka clients started", topics=list(self.settings.input_topics))
             self.health.set_ready(False, "started, waiting for a partition assignment")
             return True
         return False
+
+    async def _check_output_topics(self) -> None:
+        """Fail at start, not at the first dead letter, when an output topic is missing.
+
+        The broker answered (the clients started), so a topic whose metadata does not
+        arrive within the request timeout does not exist for this principal.
+        """
+        assert self._producer is not None
+        settings = self.settings
+        for topic in (settings.events_topic, settings.suppressions_topic, settings.dlq_topic):
+            try:
+                await self._producer.partitions_for(topic)
+            except (KafkaError, TimeoutError) as exc:
+                raise FatalKafkaError(
+                    f"output topic {topic!r} does not exist or is not visible to this "
+                    f"principal ({type(exc).__name__})"
+                ) from exc
 
     async def _started_producer(self) -> AIOKafkaProducer:
         producer = build_producer(self.settings)
@@ -182,6 +232,12 @@ class Worker:
             else:
                 await self._send(batch.outputs)
                 await self._commit(batch.next_offsets)
+        except _FATAL as exc:
+            self.metrics.produce_failures.inc()
+            raise FatalKafkaError(
+                f"outputs refused for good ({type(exc).__name__}: {exc}); nothing of this "
+                "batch is committed, so another worker will process it"
+            ) from exc
         except (KafkaError, OSError, TimeoutError, _BatchFailedError) as exc:
             self.metrics.produce_failures.inc()
             await self._redo_later(batch, exc)

@@ -4,6 +4,8 @@ SIGTERM or SIGINT sets the stop event: the worker finishes its batch, commits, l
 the group and the process exits 0.  If that takes longer than SHUTDOWN_GRACE_SECONDS
 (a broker gone during shutdown), the worker is cancelled and the process exits 1; the
 uncommitted records are redelivered to another worker, so nothing is lost either way.
+Exit 3 means Kafka refused for good (authorisation, a missing output topic, a fenced
+producer): the reason is the last log line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from consumer import __version__
-from consumer.app import Worker
+from consumer.app import FatalKafkaError, Worker
 from consumer.config import Settings
 from consumer.health import Health, serve
 from consumer.metrics import Metrics
@@ -55,8 +57,7 @@ async def run_worker(settings: Settings, rules: Rules, registry: CollectorRegist
                     grace_seconds=settings.shutdown_grace_seconds,
                 )
                 return 1
-        worker_task.result()
-        return 0
+        return _exit_code(worker_task)
     finally:
         stop_task.cancel()
         for number in (signal.SIGTERM, signal.SIGINT):
@@ -64,6 +65,16 @@ async def run_worker(settings: Settings, rules: Rules, registry: CollectorRegist
         if server is not None:
             server.close()
             await server.wait_closed()
+
+
+def _exit_code(worker_task: asyncio.Task[None]) -> int:
+    """0 after a clean stop; 3 when Kafka refused for good; a bug propagates (exit 1)."""
+    try:
+        worker_task.result()
+    except FatalKafkaError as exc:
+        log.error("stopping: kafka refuses for good", error=str(exc))  # noqa: TRY400 - the message is the reason
+        return 3
+    return 0
 
 
 def _on_signal(stop: asyncio.Event, number: signal.Signals) -> None:

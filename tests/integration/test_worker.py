@@ -341,3 +341,22 @@ async def test_broker_unreachable_at_start_then_resumes(
         await wait_until(lambda: worker.health.ready()[0], 30, "ready")
     events = await consume_all(bootstrap, topics.events, expect=count)
     assert set(_sources(events)) == await _input_coordinates(bootstrap, topics.raw)
+
+
+async def test_missing_output_topic_stops_the_worker_with_a_clear_reason(
+    kafka_bootstrap: str, topics: Topics, group_id: str, tmp_path: Path
+) -> None:
+    """An output topic that does not exist: nothing is committed, exit 3, the topic named."""
+    await produce(kafka_bootstrap, topics.raw, dsn_payloads(10))
+    env = worker_env(
+        kafka_bootstrap, topics, group_id, EVENTS_TOPIC="it.no-such-topic",
+        KAFKA_REQUEST_TIMEOUT_MS="3000", LOG_LEVEL="info",
+    )
+    worker = ChildWorker(env, tmp_path / "worker.log")
+    try:
+        code = await asyncio.to_thread(worker.process.wait, 60)
+    finally:
+        worker.ensure_stopped()
+    assert code == 3, worker.log()[-2000:]
+    assert "it.no-such-topic" in worker.log()
+    assert await committed_offsets(kafka_bootstrap, group_id, topics.raw) == {}
