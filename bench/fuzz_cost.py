@@ -58,6 +58,7 @@ def main() -> None:
     micro = [cost * 1e6 for cost, _ in costs]
     print(f"payloads: {count:,}, dead letters: {dead:,} ({dead / count:.1%})")
     median, p99 = micro[len(micro) // 2], micro[int(len(micro) * 0.99)]
+    median, p99 = micro[len(micro) // 2], micro[int(len(micro) * 0.99)]
     print(f"per event: median {median:.0f} µs, p99 {p99:.0f} µs, "
           f"p99.9 {micro[int(len(micro) * 0.999)]:.0f} µs, max {micro[-1]:.0f} µs")
     print(f"slowest payload ({len(costs[-1][1]):,} bytes): {costs[-1][1][:120]!r}")
