@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -52,7 +53,14 @@ from consumer.providers.base import format_time
 from consumer.records import OutputRecord, dead_letter_record, outcome_records
 from consumer.rules import Rules
 
-__all__ = ["FatalKafkaError", "Worker"]
+__all__ = [
+    "Batch",
+    "ClassifyStage",
+    "FatalKafkaError",
+    "Stage",
+    "StageNotReadyError",
+    "Worker",
+]
 
 log = structlog.get_logger("consumer.app")
 
@@ -85,12 +93,16 @@ _FATAL = (
 _AUTHENTICATION = (SaslAuthenticationFailed, AuthenticationFailedError)
 
 
+class StageNotReadyError(Exception):
+    """A record arrived for a partition the stage is not ready for (state restoring)."""
+
+
 class _BatchFailedError(Exception):
     """Not every output of a batch was acknowledged; the batch must be redone."""
 
 
 @dataclass(slots=True)
-class _Batch:
+class Batch:
     """One polled batch: its outputs, offsets and what to count once it is acknowledged."""
 
     outputs: list[OutputRecord] = field(default_factory=list)
@@ -99,17 +111,129 @@ class _Batch:
     outcomes: list[Outcome] = field(default_factory=list)
     dead_letter_kinds: list[str] = field(default_factory=list)
     last_timestamps: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Records sent only once ``outputs`` are acknowledged (the suppression stage's
+    #: state changelog: a state change is never durable before the update it caused).
+    followups: list[OutputRecord] = field(default_factory=list)
     records: int = 0
 
 
-class Worker:
-    """Consumes the input topics and produces events, suppressions and dead letters."""
+class Stage(Protocol):
+    """What a worker runs on each record: the classify stage, or the suppression stage."""
 
-    def __init__(self, settings: Settings, rules: Rules, metrics: Metrics, health: Health) -> None:
+    name: str
+    topics: tuple[str, ...]
+    group_id: str
+
+    def consumer_options(self) -> dict[str, Any]:
+        """Extra consumer options (a co-partitioning assignor)."""
+
+    def process_record(self, message: ConsumerRecord, batch: Batch) -> None:
+        """Append the record's outputs (and follow-ups) to the batch."""
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Called before any record of the new partitions is processed."""
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Called after the in-flight batch is finished."""
+
+    def acknowledged(self, batch: Batch) -> None:
+        """Every output of the batch is durable (and its offsets committed or not)."""
+
+    def abandoned(self, batch: Batch) -> None:
+        """The batch will be processed again: forget what it changed."""
+
+    def ready(self) -> tuple[bool, str]:
+        """The stage's own readiness (e.g. state restored)."""
+
+
+class ClassifyStage:
+    """Raw delivery events in; normalized events, suppression updates, dead letters out."""
+
+    name = "classify"
+
+    def __init__(self, settings: Settings, rules: Rules) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.topics = settings.input_topics
+        self.group_id = settings.kafka_group_id
+
+    def consumer_options(self) -> dict[str, Any]:
+        return {}
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        return None
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        return None
+
+    def acknowledged(self, batch: Batch) -> None:
+        return None
+
+    def abandoned(self, batch: Batch) -> None:
+        return None
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "classify stage"
+
+    def process_record(self, message: ConsumerRecord, batch: Batch) -> None:
+        settings = self.settings
+        source = SourceRef(message.topic, message.partition, message.offset)
+        value: bytes = message.value or b""
+        headers = tuple(message.headers or ())
+        try:
+            outcome = process(
+                value,
+                self.rules,
+                _record_time(message.timestamp),
+                _provider_header(headers),
+                source,
+                settings.max_payload_bytes,
+            )
+        except PayloadError as error:
+            log.warning(
+                "dead letter",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                error_kind=error.kind,
+                reason=str(error)[:300],
+            )
+            batch.outputs.append(
+                dead_letter_record(
+                    settings.dlq_topic,
+                    message.key,
+                    value,
+                    headers,
+                    error,
+                    source,
+                    settings.max_payload_bytes,
+                )
+            )
+            batch.dead_letter_kinds.append(error.kind)
+            return
+        batch.outputs.extend(
+            outcome_records(outcome, settings.events_topic, settings.suppressions_topic)
+        )
+        batch.outcomes.append(outcome)
+
+
+
+class Worker:
+    """Consumes the stage's topics and produces its outputs, committing after the acks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: Rules,
+        metrics: Metrics,
+        health: Health,
+        stage: Stage | None = None,
+    ) -> None:
         self.settings = settings
         self.rules = rules
         self.metrics = metrics
         self.health = health
+        self.stage: Stage = stage or ClassifyStage(settings, rules)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._batch_lock = asyncio.Lock()
@@ -141,11 +265,11 @@ class Worker:
                 if self._producer is None:
                     self._producer = await self._started_producer()
                 if self._consumer is None:
-                    consumer = build_consumer(self.settings)
-                    await consumer.start()
-                    consumer.subscribe(
-                        list(self.settings.input_topics), listener=_Rebalance(self)
+                    consumer = build_consumer(
+                        self.settings, self.stage.group_id, **self.stage.consumer_options()
                     )
+                    await consumer.start()
+                    consumer.subscribe(list(self.stage.topics), listener=_Rebalance(self))
                     self._consumer = consumer
             except (KafkaError, OSError) as exc:
                 what = "broker unreachable at start"
@@ -155,7 +279,7 @@ class Worker:
                 continue
             await self._check_output_topics()
             self._backoff = _FIRST_BACKOFF
-            log.info("kafka clients started", topics=list(self.settings.input_topics))
+            log.info("kafka clients started", stage=self.stage.name, topics=list(self.stage.topics))
             self.health.set_ready(False, "started, waiting for a partition assignment")
             return True
         return False
@@ -224,13 +348,25 @@ class Worker:
 
     async def _handle(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.perf_counter()
-        batch = await self._process(polled)
+        try:
+            batch = await self._process(polled)
+        except StageNotReadyError as exc:
+            # Records of a partition whose state is still being restored: give them back.
+            self.stage.abandoned(Batch())
+            assert self._consumer is not None
+            for tp, messages in polled.items():
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, messages[0].offset)
+            log.info("batch deferred", reason=str(exc))
+            await asyncio.sleep(0.2)
+            return
         self.metrics.in_flight.set(batch.records)
         try:
             if self.settings.guarantee is Guarantee.EXACTLY_ONCE:
                 await self._send_in_transaction(batch)
             else:
                 await self._send(batch.outputs)
+                await self._send(batch.followups)
                 await self._commit(batch.next_offsets)
         except _FATAL as exc:
             self.metrics.produce_failures.inc()
@@ -240,69 +376,30 @@ class Worker:
             ) from exc
         except (KafkaError, OSError, TimeoutError, _BatchFailedError) as exc:
             self.metrics.produce_failures.inc()
+            self.stage.abandoned(batch)
             await self._redo_later(batch, exc)
             return
         finally:
             self.metrics.in_flight.set(0)
+        self.stage.acknowledged(batch)
         self._backoff = _FIRST_BACKOFF
         self._last_record_ms.update(batch.last_timestamps)
         self._count(batch)
         self.batches_done += 1
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> _Batch:
-        batch = _Batch()
+    async def _process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> Batch:
+        batch = Batch()
         for tp, messages in polled.items():
             batch.first[tp] = messages[0].offset
             batch.next_offsets[tp] = messages[-1].offset + 1
             batch.last_timestamps[tp] = messages[-1].timestamp
             for message in messages:
-                self._process_record(message, batch)
+                self.stage.process_record(message, batch)
                 batch.records += 1
                 if batch.records % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
         return batch
-
-    def _process_record(self, message: ConsumerRecord, batch: _Batch) -> None:
-        settings = self.settings
-        source = SourceRef(message.topic, message.partition, message.offset)
-        value: bytes = message.value or b""
-        headers = tuple(message.headers or ())
-        try:
-            outcome = process(
-                value,
-                self.rules,
-                _record_time(message.timestamp),
-                _provider_header(headers),
-                source,
-                settings.max_payload_bytes,
-            )
-        except PayloadError as error:
-            log.warning(
-                "dead letter",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                error_kind=error.kind,
-                reason=str(error)[:300],
-            )
-            batch.outputs.append(
-                dead_letter_record(
-                    settings.dlq_topic,
-                    message.key,
-                    value,
-                    headers,
-                    error,
-                    source,
-                    settings.max_payload_bytes,
-                )
-            )
-            batch.dead_letter_kinds.append(error.kind)
-            return
-        batch.outputs.extend(
-            outcome_records(outcome, settings.events_topic, settings.suppressions_topic)
-        )
-        batch.outcomes.append(outcome)
 
     async def _ready_producer(self) -> AIOKafkaProducer:
         """The producer; rebuilt here after a failure, so a failed restart is retried."""
@@ -314,22 +411,28 @@ class Worker:
         """Queue every output, then wait for all acknowledgements (acks=all)."""
         producer = await self._ready_producer()
         futures = [
-            await producer.send(out.topic, out.value, key=out.key, headers=list(out.headers))
+            await producer.send(
+                out.topic,
+                out.value,
+                key=out.key,
+                headers=list(out.headers),
+                partition=out.partition,
+            )
             for out in outputs
         ]
         if futures:
             timeout = self.settings.kafka_request_timeout_ms / 1000 * 2
             await asyncio.wait_for(asyncio.gather(*futures), timeout)
 
-    async def _send_in_transaction(self, batch: _Batch) -> None:
+    async def _send_in_transaction(self, batch: Batch) -> None:
         """Outputs and input offsets in one transaction: all visible, or none."""
         producer = await self._ready_producer()
         offsets = self._still_assigned(batch.next_offsets)
         if len(offsets) < len(batch.next_offsets):
             raise _BatchFailedError("partitions were revoked during the batch")
         async with producer.transaction():
-            await self._send(batch.outputs)
-            await producer.send_offsets_to_transaction(offsets, self.settings.kafka_group_id)
+            await self._send([*batch.outputs, *batch.followups])
+            await producer.send_offsets_to_transaction(offsets, self.stage.group_id)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit the partitions still ours; a failure only means redelivery later."""
@@ -349,7 +452,7 @@ class Worker:
                 partitions=_describe(mine),
             )
 
-    async def _redo_later(self, batch: _Batch, exc: BaseException) -> None:
+    async def _redo_later(self, batch: Batch, exc: BaseException) -> None:
         """Rewind the batch's partitions and drop the producer; the next batch rebuilds it."""
         assert self._consumer is not None
         for tp, offset in self._still_assigned(batch.first).items():
@@ -362,7 +465,7 @@ class Worker:
                 log.warning("producer did not stop cleanly", error=str(stop_error))
             self._producer = None
 
-    def _count(self, batch: _Batch) -> None:
+    def _count(self, batch: Batch) -> None:
         self.metrics.observe_batch(batch.outcomes, batch.dead_letter_kinds, time.time())
 
     # -- state -----------------------------------------------------------------------
@@ -391,7 +494,9 @@ class Worker:
             elif silent > _SILENT_BROKER_SECONDS:
                 reason = f"no fetch response for {silent:.0f} s: broker unreachable"
             else:
-                ready, reason = True, f"assigned {len(assigned)} partitions"
+                ready, reason = self.stage.ready()
+                if ready:
+                    reason = f"assigned {len(assigned)} partitions"
         self.health.set_ready(ready, reason)
         self.metrics.ready.set(1 if ready else 0)
 
@@ -433,9 +538,20 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped ba
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._worker._batch_lock:
             self._worker.on_revoked(set(revoked))
+            self._worker.stage.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._worker.on_assigned(set(assigned))
+        """Hold the new partitions' records back until the stage is ready for them."""
+        worker = self._worker
+        worker.on_assigned(set(assigned))
+        consumer = worker._consumer
+        if consumer is not None and assigned:
+            consumer.pause(*assigned)
+        try:
+            await worker.stage.on_assigned(set(assigned))
+        finally:
+            if consumer is not None and assigned:
+                consumer.resume(*(tp for tp in assigned if tp in consumer.assignment()))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from consumer import __version__
 from consumer.classify import classify
 from consumer.codec import DEFAULT_MAX_BYTES
 from consumer.config import describe, from_env
+from consumer.control import send_clear
 from consumer.demo import run_demo
 from consumer.errors import ConfigError, PayloadError, RulesError
 from consumer.logs import configure as configure_logs
@@ -236,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
         help="for a bare text: the DSN action (default failed)",
     )
     explain.add_argument("--provider", choices=sorted(BY_NAME), help="skip format detection")
-    sub.add_parser(
+    run = sub.add_parser(
         "run",
         help="run the worker (settings from environment variables)",
         description="Consume raw delivery events from Kafka and produce normalized events, "
@@ -244,6 +246,23 @@ def _parser() -> argparse.ArgumentParser:
         epilog=describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    run.add_argument(
+        "--stage",
+        choices=["classify", "suppression"],
+        help="which stage to run (default: $STAGE, else classify)",
+    )
+    suppression = sub.add_parser(
+        "suppression", help="operator commands for the suppression stage"
+    ).add_subparsers(dest="action", required=True)
+    clear = suppression.add_parser(
+        "clear",
+        help="lift an address's suppression (writes a command to CONTROL_TOPIC)",
+        description="The suppression stage reads the command, writes an unsuppress update "
+        "and starts the address's soft-bounce count again. Broker settings come from the "
+        "same environment variables as `run`.",
+    )
+    clear.add_argument("address", help="the email address")
+    clear.add_argument("--reason", required=True, help="why (kept in the unsuppress update)")
     demo = sub.add_parser(
         "demo",
         help="run the whole job once on a broker with the bundled sample payloads",
@@ -267,11 +286,28 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, rules: Rules) -> int:
     try:
         settings = from_env()
+        if args.stage:
+            settings = dataclasses.replace(settings, stage=args.stage)
         configure_logs(settings.log_level)
     except ConfigError as exc:
         print(f"bounce-consumer: configuration error: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(run_worker(settings, rules, REGISTRY))
+
+
+def _suppression(args: argparse.Namespace, rules: Rules) -> int:
+    try:
+        settings = from_env()
+    except ConfigError as exc:
+        print(f"bounce-consumer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        command_id = asyncio.run(send_clear(settings, args.address, args.reason))
+    except (ValueError, KafkaError) as exc:
+        print(f"bounce-consumer suppression clear: {exc}", file=sys.stderr)
+        return 1
+    print(f"clear requested for {args.address} (command {command_id}) on {settings.control_topic}")
+    return 0
 
 
 def _demo(args: argparse.Namespace, rules: Rules) -> int:
@@ -299,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain": _explain,
         "run": _run,
         "demo": _demo,
+        "suppression": _suppression,
     }
     result: int = handlers[args.command](args, rules)
     return result

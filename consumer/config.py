@@ -161,6 +161,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SUPPRESSIONS_TOPIC", "mail.suppressions",
              "suppression updates (compacted), keyed by email", _topic),
     Variable("DLQ_TOPIC", "mail.dlq", "dead letters: original bytes plus error headers", _topic),
+    Variable("STAGE", "classify", "classify (raw events in) | suppression (the stateful "
+             "stage: normalized events in); `run --stage` overrides it",
+             _choice(("classify", "suppression"))),
+    Variable("SUPPRESSION_GROUP_ID", "", "consumer group of the suppression stage "
+             "[<KAFKA_GROUP_ID>-suppression]", _optional),
+    Variable("CONTROL_TOPIC", "mail.control", "operator commands (suppression clear), keyed by "
+             "email; as many partitions as EVENTS_TOPIC", _topic),
+    Variable("STATE_TOPIC", "mail.suppression-state", "the suppression stage's compacted "
+             "changelog of per-address state; as many partitions as EVENTS_TOPIC", _topic),
     Variable("PROCESSING_GUARANTEE", "at_least_once", "at_least_once | exactly_once "
              "(outputs and offsets in one Kafka transaction)",
              _choice(tuple(g.value for g in Guarantee))),
@@ -217,6 +226,10 @@ class Settings:
     events_topic: str
     suppressions_topic: str
     dlq_topic: str
+    stage: str
+    suppression_group_id: str | None
+    control_topic: str
+    state_topic: str
     processing_guarantee: str
     kafka_transactional_id: str | None
     max_batch_records: int
@@ -243,6 +256,10 @@ class Settings:
     @property
     def guarantee(self) -> Guarantee:
         return Guarantee(self.processing_guarantee)
+
+    @property
+    def stage_group_id(self) -> str:
+        return self.suppression_group_id or f"{self.kafka_group_id}-suppression"
 
     @property
     def client_id(self) -> str:
@@ -310,6 +327,8 @@ def _check_combinations(settings: Settings) -> None:
     outputs = {settings.events_topic, settings.suppressions_topic, settings.dlq_topic}
     if len(outputs) < 3:
         raise ConfigError("EVENTS_TOPIC, SUPPRESSIONS_TOPIC and DLQ_TOPIC must differ")
+    if len(outputs | {settings.control_topic, settings.state_topic}) < 5:
+        raise ConfigError("CONTROL_TOPIC and STATE_TOPIC must differ from the other topics")
     loop = outputs.intersection(settings.input_topics)
     if loop:
         raise ConfigError(f"INPUT_TOPICS must not include an output topic ({', '.join(loop)})")

@@ -12,6 +12,7 @@ The options encode the delivery guarantees (see docs/architecture.md):
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
@@ -49,12 +50,14 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def build_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """The group consumer of the input topics (subscribed later, with a listener)."""
+def build_consumer(
+    settings: Settings, group_id: str | None = None, **options: Any
+) -> AIOKafkaConsumer:
+    """The group consumer of a stage's topics (subscribed later, with a listener)."""
     return AIOKafkaConsumer(
         bootstrap_servers=list(settings.kafka_bootstrap_servers),
         client_id=settings.client_id,
-        group_id=settings.kafka_group_id,
+        group_id=group_id or settings.kafka_group_id,
         group_instance_id=settings.kafka_group_instance_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -67,6 +70,7 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
         heartbeat_interval_ms=max(1000, settings.kafka_session_timeout_ms // 10),
         retry_backoff_ms=200,
         **security_options(settings),
+        **options,
     )
 
 

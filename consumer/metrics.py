@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
-from consumer.models import Outcome
+from consumer.models import Outcome, SuppressionUpdate
 
 __all__ = ["Metrics"]
 
@@ -117,6 +117,18 @@ class Metrics:
             "1 when the worker is connected and has partitions assigned.",
             registry=registry,
         )
+        self.tracked_addresses = Gauge(
+            _PREFIX + "suppression_state_addresses",
+            "Addresses whose state the suppression stage keeps, per input partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.restore_seconds = Gauge(
+            _PREFIX + "suppression_state_restore_seconds",
+            "Time the suppression stage took to restore a partition's state from its changelog.",
+            ["partition"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             _PREFIX + "build_info",
             "Constant 1, labelled with the worker version and the rules and policy versions.",
@@ -163,6 +175,13 @@ class Metrics:
         _add(self.events, events)
         _add(self.classified, classified)
         _add(self.suppressions, suppressions)
+
+    def observe_suppressions(self, updates: Iterable[SuppressionUpdate]) -> None:
+        """Count the suppression stage's own updates (it has no input-record outcome)."""
+        counts: Counter[tuple[str, str, str, str]] = Counter(
+            (u.provider, u.mailbox_provider, u.action.value, u.reason) for u in updates
+        )
+        _add(self.suppressions, counts)
 
     def observe_outcome(self, outcome: Outcome, now: float) -> None:
         """Count one processed record and every output it gave."""

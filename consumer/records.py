@@ -42,8 +42,10 @@ class OutputRecord:
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: Headers = ()
+    #: Set only where the partition must match the input's (a state changelog).
+    partition: int | None = None
 
 
 def suppression_key(update: SuppressionUpdate) -> bytes:

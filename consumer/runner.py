@@ -19,9 +19,11 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from consumer import __version__
 from consumer.app import FatalKafkaError, Worker
 from consumer.config import Settings
+from consumer.escalation import load_escalation_policy
 from consumer.health import Health, serve
 from consumer.metrics import Metrics
 from consumer.rules import Rules
+from consumer.suppression_stage import SuppressionStage
 
 __all__ = ["run_worker"]
 
@@ -44,7 +46,12 @@ async def run_worker(settings: Settings, rules: Rules, registry: CollectorRegist
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, _on_signal, stop, number)
-    worker_task = asyncio.create_task(Worker(settings, rules, metrics, health).run(stop))
+    stage = (
+        SuppressionStage(settings, load_escalation_policy(), metrics)
+        if settings.stage == "suppression"
+        else None
+    )
+    worker_task = asyncio.create_task(Worker(settings, rules, metrics, health, stage).run(stop))
     stop_task = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -23,9 +23,11 @@ from prometheus_client import CollectorRegistry
 
 from consumer.app import Worker
 from consumer.config import from_env
+from consumer.escalation import load_escalation_policy
 from consumer.health import Health
 from consumer.metrics import Metrics
 from consumer.rules import Rules
+from consumer.suppression_stage import SuppressionStage
 
 
 def worker_env(bootstrap: str, topics: Topics, group_id: str, **extra: str) -> dict[str, str]:
@@ -73,13 +75,20 @@ class InProcessWorker:
 
 
 @asynccontextmanager
-async def in_process_worker(env: Mapping[str, str], rules: Rules) -> AsyncIterator[InProcessWorker]:
+async def in_process_worker(
+    env: Mapping[str, str], rules: Rules, stage: str = "classify"
+) -> AsyncIterator[InProcessWorker]:
     """Start a worker task; on exit stop it gracefully (and surface its exception)."""
     settings = from_env(env)
     metrics = Metrics(CollectorRegistry())
     health = Health(stall_seconds=30)
     stop = asyncio.Event()
-    worker = Worker(settings, rules, metrics, health)
+    chosen = (
+        SuppressionStage(settings, load_escalation_policy(), metrics)
+        if stage == "suppression"
+        else None
+    )
+    worker = Worker(settings, rules, metrics, health, chosen)
     task = asyncio.create_task(worker.run(stop))
     running = InProcessWorker(worker, metrics, health, stop, task)
     try:
