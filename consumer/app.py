@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,10 +31,12 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
+    KafkaConnectionError,
     KafkaError,
     ProducerFenced,
     SaslAuthenticationFailed,
@@ -45,7 +48,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from consumer.config import Guarantee, Settings
 from consumer.errors import ConsumerError, PayloadError
 from consumer.health import Health
-from consumer.kafka import build_consumer, build_producer
+from consumer.kafka import build_consumer, build_producer, security_options
 from consumer.metrics import Metrics
 from consumer.models import Outcome, SourceRef
 from consumer.pipeline import process
@@ -271,10 +274,12 @@ class Worker:
                     await consumer.start()
                     consumer.subscribe(list(self.stage.topics), listener=_Rebalance(self))
                     self._consumer = consumer
+            except _FATAL as exc:
+                raise FatalKafkaError(
+                    f"refused at start ({type(exc).__name__}): check this principal's ACLs"
+                ) from exc
             except (KafkaError, OSError) as exc:
-                what = "broker unreachable at start"
-                if isinstance(exc, _AUTHENTICATION):
-                    what = "authentication refused by the broker (check KAFKA_SASL_* settings)"
+                what = await self._why_unreachable(exc)
                 await self._wait_after_failure(stop, what, exc)
                 continue
             await self._check_output_topics()
@@ -283,6 +288,34 @@ class Worker:
             self.health.set_ready(False, "started, waiting for a partition assignment")
             return True
         return False
+
+    async def _why_unreachable(self, exc: BaseException) -> str:
+        """Name the cause that aiokafka's bootstrap hides behind KafkaConnectionError.
+
+        Its client logs each bootstrap host's own error and raises a generic one; one
+        direct connection to the first host recovers the cause for /readyz.
+        """
+        cause: BaseException = exc
+        if isinstance(exc, KafkaConnectionError):
+            host, _, port = self.settings.kafka_bootstrap_servers[0].rpartition(":")
+            try:
+                connection = await asyncio.wait_for(
+                    create_conn(
+                        host.strip("[]"),
+                        int(port),
+                        request_timeout_ms=5000,
+                        **security_options(self.settings),
+                    ),
+                    10,
+                )
+                connection.close()
+            except (KafkaError, OSError, TimeoutError) as probe_error:
+                cause = probe_error
+        if isinstance(cause, _AUTHENTICATION):
+            return "authentication refused by the broker (check KAFKA_SASL_* settings)"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "broker certificate not trusted (check KAFKA_SSL_CA_FILE)"
+        return "broker unreachable at start"
 
     async def _check_output_topics(self) -> None:
         """Fail at start, not at the first dead letter, when an output topic is missing.
@@ -323,10 +356,12 @@ class Worker:
 
     async def _wait_after_failure(self, stop: asyncio.Event, what: str, exc: BaseException) -> None:
         """Not ready; sleep the current backoff (cut short by ``stop``); double it up to the cap."""
-        reason = f"{what}: {type(exc).__name__}: {exc}"
+        # Waiting is the loop working as intended: /healthz stays green, /readyz is not.
+        self.health.tick()
+        reason = f"{what}: {_error_text(exc)}"
         self.health.set_ready(False, reason)
         self.metrics.ready.set(0)
-        log.warning(what, error=f"{type(exc).__name__}: {exc}", retry_in=round(self._backoff, 2))
+        log.warning(what, error=_error_text(exc), retry_in=round(self._backoff, 2))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=self._backoff)
         self._backoff = min(self._backoff * 2, self.settings.retry_backoff_max_seconds)
@@ -552,6 +587,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped ba
         finally:
             if consumer is not None and assigned:
                 consumer.resume(*(tp for tp in assigned if tp in consumer.assignment()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _error_text(exc: BaseException) -> str:
+    """``Class: message`` once (aiokafka's errors already start with their class name)."""
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -14,7 +14,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -243,11 +243,11 @@ class Settings:
     kafka_security_protocol: str
     kafka_sasl_mechanism: str | None
     kafka_sasl_username: str | None
-    kafka_sasl_password: str | None
+    kafka_sasl_password: str | None = field(repr=False)
     kafka_ssl_ca_file: Path | None
     kafka_ssl_cert_file: Path | None
     kafka_ssl_key_file: Path | None
-    kafka_ssl_key_password: str | None
+    kafka_ssl_key_password: str | None = field(repr=False)
     http_host: str
     http_port: int
     health_stall_seconds: float

@@ -9,10 +9,8 @@ made here with openssl) serves the worker under test.  The authorizer is on
 Every secret is random per run and has a recognisable prefix, so "not in the log" is a
 meaningful grep.
 
-Three expectations fail today because of the worker, not the harness, and are marked
-xfail with the reason (see docs/security.md, "Bad credentials ..."): the readiness
-reason does not name an authentication or TLS failure, and a refused authorisation at
-start is retried instead of ending the process with exit code 3.
+What the worker does on bad credentials, an untrusted CA and missing ACLs is described
+in docs/security.md ("Bad credentials ...").
 """
 
 from __future__ import annotations
@@ -169,19 +167,6 @@ async def test_worker_processes_records_over_sasl_ssl(
 
 # --- (b) wrong password ----------------------------------------------------------------
 
-# aiokafka's AIOKafkaClient.bootstrap() catches the real error of every bootstrap host
-# (SaslAuthenticationFailed, ssl.SSLCertVerificationError), only logs it, and raises a
-# bare KafkaConnectionError("Unable to bootstrap from [...]").  So the worker's check
-# for authentication errors in Worker._start_clients never matches at start, and
-# /readyz says "broker unreachable at start: KafkaConnectionError: ...".  Strict xfail:
-# the day consumer/ finds the cause, these pass and the marker must go.
-_BOOTSTRAP_HIDES_THE_CAUSE = pytest.mark.xfail(
-    strict=True,
-    reason="aiokafka's bootstrap() replaces the cause by KafkaConnectionError; "
-    "the readiness reason only says 'broker unreachable at start'",
-)
-
-
 async def test_wrong_password_keeps_the_worker_up_not_ready_and_quiet_about_it(
     secure: SecureBroker, secure_topics: Topics, tmp_path: Path
 ) -> None:
@@ -220,7 +205,6 @@ async def test_wrong_password_keeps_the_worker_up_not_ready_and_quiet_about_it(
     assert await committed_offsets(secure.bootstrap, group, secure_topics.raw) == {}
 
 
-@_BOOTSTRAP_HIDES_THE_CAUSE
 async def test_wrong_password_readiness_names_authentication(
     secure: SecureBroker, secure_topics: Topics, rules: Rules
 ) -> None:
@@ -265,7 +249,6 @@ async def test_unknown_ca_fails_tls_verification_without_a_crash_loop(
     assert PASSWORD not in log
 
 
-@_BOOTSTRAP_HIDES_THE_CAUSE
 async def test_unknown_ca_readiness_names_the_certificate(
     secure: SecureBroker, secure_topics: Topics, rules: Rules, tmp_path: Path
 ) -> None:
@@ -311,14 +294,6 @@ async def test_authenticated_principal_without_acls_is_refused_with_a_clear_reas
     assert "AuthorizationFailed" in log, log[-3000:]
     assert INTRUDER_PASSWORD not in log
     assert await committed_offsets(secure.bootstrap, group, secure_topics.raw) == {}
-    if code is None:
-        # Worker._start_clients catches every KafkaError as "broker unreachable at start"
-        # and retries; the _FATAL refusals (ClusterAuthorizationFailedError from the
-        # idempotent producer's InitProducerId here) only stop the worker in _handle.
-        pytest.xfail(
-            "authorisation refused at start is retried as 'broker unreachable at start' "
-            "instead of exiting 3"
-        )
     assert code == 3, log[-3000:]
 
 
