@@ -76,8 +76,17 @@ def load_escalation_policy(data: bytes | None = None) -> EscalationPolicy:
             ttl_seconds=int(float(state["ttl_days"]) * _DAY),
             version=hashlib.sha256(raw).hexdigest()[:12],
         )
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (
+        KeyError, TypeError, ValueError, OverflowError, UnicodeDecodeError, tomllib.TOMLDecodeError
+    ) as exc:
         raise RulesError(f"escalation.toml: {type(exc).__name__}: {exc}") from None
+    for flag in ("reset_on_delivery", "lift_on_delivery"):
+        if not isinstance(rule[flag], bool):
+            raise RulesError(f"escalation.toml: {flag} must be true or false")
+    if policy.min_span_seconds < 0:
+        raise RulesError("escalation.toml: min_span_hours must not be negative")
+    if not soft_states or any(not s.value.startswith("SoftBounce") for s in soft_states):
+        raise RulesError("escalation.toml: soft_states must list SoftBounce* states only")
     if policy.soft_bounce_count < 1 or policy.window_seconds < policy.min_span_seconds:
         raise RulesError("escalation.toml: need soft_bounce_count >= 1 and window >= span")
     if policy.ttl_seconds < policy.window_seconds:
@@ -95,6 +104,7 @@ class StageEvent:
     occurred: int
     event_id: str
     source: SourceRef | None = None
+    message_id: str | None = None
 
     @staticmethod
     def epoch(text: str) -> int:
@@ -111,6 +121,7 @@ class StageEvent:
             occurred=_epoch(str(body["occurredAt"])),
             event_id=str(body["eventId"]),
             source=source,
+            message_id=body.get("messageId") or None,
         )
 
 
@@ -127,18 +138,26 @@ class Clear:
 
 @dataclass(frozen=True, slots=True)
 class AddressState:
-    """What the stage remembers of one address (``soft``: (time, event id) pairs)."""
+    """What the stage remembers of one address (``soft``: (time, message or event id))."""
 
     soft: tuple[tuple[int, str], ...] = ()
     delivered: int | None = None
     suppressed: str | None = None
     updated: int = 0
+    #: Time of the last reset (delivery, hard bounce, clear): older soft bounces never count.
+    reset: int | None = None
 
 
 def apply_event(
     state: AddressState | None, event: StageEvent, policy: EscalationPolicy
 ) -> tuple[AddressState, SuppressionUpdate | None]:
-    """The address's state after ``event``, and the update it causes, if any."""
+    """The address's state after ``event``, and the update it causes, if any.
+
+    A soft bounce counts once per message (retries of one message are one problem),
+    only if it is newer than the last reset (a delivery, a hard bounce or a clear: so a
+    replayed or late old event cannot undo a reset), and only within the window that
+    ends at the newest soft bounce seen.
+    """
     current = state or AddressState()
     updated = max(current.updated, event.occurred)
     if event.status is Status.DELIVERED:
@@ -146,13 +165,20 @@ def apply_event(
     if event.status is Status.BOUNCE:
         # The first stage already suppressed it; remember why, so a clear can lift it.
         reason = event.recipient_state.value if event.recipient_state else "Bounce"
-        return replace(current, soft=(), suppressed=reason, updated=updated), None
+        reset = max(current.reset or 0, event.occurred)
+        return replace(current, soft=(), suppressed=reason, reset=reset, updated=updated), None
     if event.recipient_state not in policy.soft_states:
         return replace(current, updated=updated), None
-    if any(known_id == event.event_id for _, known_id in current.soft):
-        return current, None  # a replay: already counted
-    horizon = event.occurred - policy.window_seconds
-    soft = tuple(sorted((*current.soft, (event.occurred, event.event_id))))
+    identity = event.message_id or event.event_id
+    if any(known == identity for _, known in current.soft):
+        # A replay, or another retry of a message already counted: it only keeps the
+        # address alive (state expiry).
+        return replace(current, updated=updated), None
+    if current.reset is not None and event.occurred <= current.reset:
+        return replace(current, updated=updated), None  # older than the last reset
+    newest = max(event.occurred, current.soft[-1][0] if current.soft else event.occurred)
+    horizon = newest - policy.window_seconds
+    soft = tuple(sorted((*current.soft, (event.occurred, identity))))
     soft = tuple(item for item in soft if item[0] >= horizon)
     after = replace(current, soft=soft, updated=updated)
     if current.suppressed is not None or len(soft) < policy.soft_bounce_count:
@@ -169,14 +195,26 @@ def apply_event(
 def _on_delivery(
     current: AddressState, event: StageEvent, policy: EscalationPolicy, updated: int
 ) -> tuple[AddressState, SuppressionUpdate | None]:
-    soft = () if policy.reset_on_delivery else current.soft
-    after = replace(current, soft=soft, delivered=event.occurred, updated=updated)
-    if policy.lift_on_delivery and current.suppressed == policy.reason:
+    """A delivery resets the count, and lifts an escalation it is newer than.
+
+    A late delivery (older than some soft bounces) only forgets the soft bounces before it.
+    """
+    newer = not current.soft or event.occurred > current.soft[-1][0]
+    delivered = max(current.delivered or 0, event.occurred)
+    if current.suppressed == policy.reason and not newer:
+        # Not newer than the bounces that escalated: it neither lifts nor forgets them.
+        return replace(current, delivered=delivered, updated=updated), None
+    soft = current.soft
+    if policy.reset_on_delivery:
+        soft = tuple(item for item in soft if item[0] > event.occurred)
+    reset = max(current.reset or 0, event.occurred) if policy.reset_on_delivery else current.reset
+    after = replace(current, soft=soft, delivered=delivered, reset=reset, updated=updated)
+    if policy.lift_on_delivery and current.suppressed == policy.reason and newer:
         update = _update(
             event.email, SuppressionAction.UNSUPPRESS, "Delivered", event.event_id,
             event.occurred, policy, event.source,
         )
-        return replace(after, suppressed=None), update
+        return replace(after, soft=(), suppressed=None), update
     return after, None
 
 
@@ -187,7 +225,8 @@ def apply_clear(
 
     The update is written even when this stage knows no suppression: the first stage's
     suppressions (complaints, unsubscribes) are not tracked here, and an operator's
-    clear must reach every consumer of the suppressions topic.
+    clear must reach every consumer of the suppressions topic.  Soft bounces older than
+    the clear never count again, even if the events topic is replayed.
     """
     current = state or AddressState()
     update = _update(
@@ -195,7 +234,10 @@ def apply_clear(
         clear.requested, policy, clear.source,
     )
     after = AddressState(
-        soft=(), delivered=current.delivered, suppressed=None,
+        soft=(),
+        delivered=current.delivered,
+        suppressed=None,
+        reset=max(current.reset or 0, clear.requested),
         updated=max(current.updated, clear.requested),
     )
     return after, update
@@ -235,6 +277,7 @@ def state_to_json(state: AddressState) -> dict[str, Any]:
         "delivered": state.delivered,
         "suppressed": state.suppressed,
         "updated": state.updated,
+        "reset": state.reset,
     }
 
 
@@ -244,6 +287,7 @@ def state_from_json(body: dict[str, Any]) -> AddressState:
         delivered=body.get("delivered"),
         suppressed=body.get("suppressed"),
         updated=int(body.get("updated", 0)),
+        reset=body.get("reset"),
     )
 
 

@@ -1,9 +1,7 @@
 """The suppression stage's pure core: soft-bounce escalation, lifts, clears, replays, state.
 
 Times are offsets (in seconds) from ``T0``; ``s``/``d``/``b`` build soft-bounce, delivery
-and Bounce events directly.  Tests marked ``xfail`` state the intended behaviour where
-``consumer/escalation.py`` currently does something else (xfail is strict in this repo,
-so a fix turns them into failures that ask for the marker to be removed).
+and Bounce events directly.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -100,9 +98,10 @@ def s(
     state: RecipientState = RecipientState.SOFT_BOUNCE_MAILBOX_FULL,
     status: Status = Status.BLOCKED,
     email: str = EMAIL,
+    message: str | None = None,
 ) -> StageEvent:
-    """A soft bounce (Blocked by default) ``at`` seconds after T0."""
-    return StageEvent(email, status, state, T0 + at, ident)
+    """A soft bounce (Blocked by default) ``at`` seconds after T0, of message ``message``."""
+    return StageEvent(email, status, state, T0 + at, ident, message_id=message)
 
 
 def d(at: int, ident: str, email: str = EMAIL) -> StageEvent:
@@ -180,6 +179,11 @@ def test_policy_helper_reproduces_shipped_values() -> None:
         pytest.param(_toml(soft_states='["SoftBounceMailboxFull", "NoSuchState"]'), id="unknown-state"),
         pytest.param(_toml(soft_states='["softbouncemailboxfull"]'), id="state-wrong-case"),
         pytest.param(_toml(soft_states='"SoftBounceGeneral"'), id="states-not-a-list"),
+        pytest.param(_toml(soft_states="[]"), id="states-empty"),
+        pytest.param(_toml(soft_states='["HardBounce"]'), id="states-hard-bounce"),
+        pytest.param(
+            _toml(soft_states='["SoftBounceMailboxFull", "SpamDetected"]'), id="states-not-soft",
+        ),
         pytest.param(_toml(soft_bounce_count=None), id="missing-count"),
         pytest.param(_toml(min_span_hours=None), id="missing-span"),
         pytest.param(_toml(window_days=None), id="missing-window"),
@@ -196,6 +200,9 @@ def test_policy_helper_reproduces_shipped_values() -> None:
         pytest.param(_toml(soft_bounce_count="0"), id="count-zero"),
         pytest.param(_toml(soft_bounce_count='"three"'), id="count-not-a-number"),
         pytest.param(_toml(min_span_hours="nan"), id="span-nan"),
+        pytest.param(_toml(min_span_hours="-5"), id="span-negative"),
+        pytest.param(_toml(reset_on_delivery="1"), id="reset-flag-integer"),
+        pytest.param(_toml(lift_on_delivery="0"), id="lift-flag-integer"),
         pytest.param(b"[escalation\n", id="toml-syntax"),
         pytest.param(b"\xff\xfe[escalation]", id="not-utf8"),
         pytest.param(b"escalation = 3\n[state]\nttl_days = 30\n", id="escalation-not-a-table"),
@@ -230,27 +237,36 @@ def test_policy_version_tracks_the_bytes() -> None:
     assert _policy().version != _policy(window_days="15").version
 
 
-@pytest.mark.xfail(reason="BUG: `inf` is valid TOML; int(inf) raises OverflowError, not caught")
+@pytest.mark.parametrize("value", ["inf", "-inf"])
 @pytest.mark.parametrize("key", ["min_span_hours", "window_days", "ttl_days"])
-def test_loader_refuses_infinity(key: str) -> None:
-    """An infinite duration is refused with RulesError (OverflowError escapes today)."""
-    with pytest.raises(RulesError):
-        load_escalation_policy(_toml(**{key: "inf"}))
+def test_loader_refuses_infinity(key: str, value: str) -> None:
+    """An infinite duration (valid TOML) is refused with RulesError, not OverflowError."""
+    with pytest.raises(RulesError, match=r"escalation\.toml"):
+        load_escalation_policy(_toml(**{key: value}))
 
 
-@pytest.mark.xfail(reason="QUESTIONABLE: bool() of any non-empty string is True; types unchecked")
 @pytest.mark.parametrize("key", ["reset_on_delivery", "lift_on_delivery"])
 def test_loader_refuses_string_booleans(key: str) -> None:
     """A quoted "false" is refused rather than silently read as True."""
-    with pytest.raises(RulesError):
+    with pytest.raises(RulesError, match=key):
         load_escalation_policy(_toml(**{key: '"false"'}))
 
 
-@pytest.mark.xfail(reason="QUESTIONABLE: a negative span is accepted (no sign check)")
 def test_loader_refuses_negative_span() -> None:
     """A negative min_span_hours is refused."""
-    with pytest.raises(RulesError):
+    with pytest.raises(RulesError, match="min_span_hours"):
         load_escalation_policy(_toml(min_span_hours="-5"))
+
+
+@pytest.mark.parametrize("key", ["reset_on_delivery", "lift_on_delivery"])
+def test_loader_reads_false_flags(key: str) -> None:
+    """A real TOML ``false`` is read as False."""
+    assert getattr(_policy(**{key: "false"}), key) is False
+
+
+def test_loader_accepts_zero_span() -> None:
+    """A zero span (count only, no minimum spread) is allowed."""
+    assert _policy(min_span_hours="0").min_span_seconds == 0
 
 
 # ------------------------------------------------------------------ escalation decisions
@@ -491,25 +507,35 @@ def test_delivery_lift_update_fields() -> None:
     assert lift.policy_version == POLICY.version
     assert lift.occurred_at == "2025-03-18T03:12:05.000Z"
     assert lift.event_id == event_id(STAGE_PROVIDER, "dl", EMAIL, "unsuppress", "Delivered")
-    assert final == AddressState(soft=(), delivered=T0 + 90 * H, suppressed=None, updated=T0 + 90 * H)
+    assert final == AddressState(
+        soft=(), delivered=T0 + 90 * H, suppressed=None, updated=T0 + 90 * H, reset=T0 + 90 * H
+    )
 
 
 @pytest.mark.parametrize(
-    ("overrides", "lifted", "soft_after"),
+    ("overrides", "lifted", "soft_after", "reset"),
     [
-        pytest.param({}, True, 0, id="lift-and-reset"),
-        pytest.param({"lift_on_delivery": "false"}, False, 0, id="no-lift"),
-        pytest.param({"reset_on_delivery": "false"}, True, 3, id="lift-without-reset"),
+        pytest.param({}, True, 0, T0 + 90 * H, id="lift-and-reset"),
+        pytest.param({"lift_on_delivery": "false"}, False, 0, T0 + 90 * H, id="no-lift"),
+        pytest.param({"reset_on_delivery": "false"}, True, 0, None, id="lift-without-reset"),
+        pytest.param(
+            {"lift_on_delivery": "false", "reset_on_delivery": "false"}, False, 3, None,
+            id="neither",
+        ),
     ],
 )
-def test_delivery_switches(overrides: dict[str, str], lifted: bool, soft_after: int) -> None:
-    """lift_on_delivery decides the unsuppress; reset_on_delivery decides the count."""
+def test_delivery_switches(
+    overrides: dict[str, str], lifted: bool, soft_after: int, reset: int | None
+) -> None:
+    """lift_on_delivery decides the unsuppress; reset_on_delivery decides the count and the
+    reset time; a lift always starts the count again (it clears the soft bounces)."""
     policy = _policy(**overrides)
     final, outputs = run([s(0, "a"), s(40 * H, "b"), s(80 * H, "c"), d(90 * H, "dl")], policy)
     assert final is not None
     assert (outputs[3] is not None) is lifted
     assert final.suppressed == (None if lifted else REASON)
     assert len(final.soft) == soft_after
+    assert final.reset == reset
 
 
 def test_no_reset_on_delivery_keeps_counting() -> None:
@@ -531,7 +557,9 @@ def test_bounce_records_suppression_silently(state: RecipientState | None, expec
     """A Bounce writes nothing, forgets the soft count and remembers why it is suppressed."""
     final, outputs = run([s(0, "a"), s(40 * H, "b"), b(50 * H, "hb", state)])
     assert outputs == [None, None, None]
-    assert final == AddressState(soft=(), delivered=None, suppressed=expected, updated=T0 + 50 * H)
+    assert final == AddressState(
+        soft=(), delivered=None, suppressed=expected, updated=T0 + 50 * H, reset=T0 + 50 * H
+    )
 
 
 # ------------------------------------------------------------------------------- clears
@@ -552,7 +580,9 @@ def test_clear_after_escalation() -> None:
     assert update.policy_version == POLICY.version
     assert update.occurred_at == "2025-03-18T13:12:05.000Z"
     assert update.event_id == event_id(STAGE_PROVIDER, "cmd-1", EMAIL, "unsuppress", "ListRemoval")
-    assert final == AddressState(soft=(), delivered=T0, suppressed=None, updated=T0 + 100 * H)
+    assert final == AddressState(
+        soft=(), delivered=T0, suppressed=None, updated=T0 + 100 * H, reset=T0 + 100 * H
+    )
 
 
 @pytest.mark.parametrize(
@@ -570,6 +600,7 @@ def test_clear_always_writes_an_update(state: AddressState | None) -> None:
     assert final.soft == ()
     assert final.suppressed is None
     assert final.updated == T0 + 5
+    assert final.reset == T0 + 5
 
 
 def test_old_clear_does_not_move_updated_back() -> None:
@@ -577,6 +608,31 @@ def test_old_clear_does_not_move_updated_back() -> None:
     state, _ = run([s(10 * H, "a")])
     final, _ = apply_clear(state, clear(0, "cmd"), POLICY)
     assert final.updated == T0 + 10 * H
+
+
+def test_old_clear_does_not_move_reset_back() -> None:
+    """A clear older than the last reset keeps the newer reset time."""
+    state, _ = run([d(10 * H, "dl")])
+    final, _ = apply_clear(state, clear(0, "cmd"), POLICY)
+    assert final.reset == T0 + 10 * H
+
+
+def test_replay_after_clear_does_not_count_again() -> None:
+    """Soft bounces older than a clear never count again, e.g. when the events topic is
+    replayed after the clear: the clear started the count afresh."""
+    first = [s(0, "a"), s(40 * H, "b"), s(80 * H, "c")]
+    state, outputs = run([*first, clear(81 * H, "k1"), *first])
+    assert _emitted(outputs) == [(2, "suppress", REASON), (3, "unsuppress", "OperatorClear")]
+    assert state == AddressState(soft=(), updated=T0 + 81 * H, reset=T0 + 81 * H)
+
+
+def test_late_soft_bounces_older_than_a_clear_do_not_count() -> None:
+    """Soft bounces arriving after a clear but dated before it are ignored; newer ones count."""
+    _, outputs = run([
+        clear(100 * H, "k1"), s(0, "a"), s(40 * H, "b"), s(99 * H, "c"), s(100 * H, "same-second"),
+        s(101 * H, "e"), s(140 * H, "f"), s(173 * H, "g"),
+    ])
+    assert _emitted(outputs) == [(0, "unsuppress", "OperatorClear"), (7, "suppress", REASON)]
 
 
 # ------------------------------------------------------------------------------ replays
@@ -607,42 +663,121 @@ def test_replayed_soft_bounce_counts_once() -> None:
     assert _emitted(outputs) == []
 
 
+def test_retries_of_one_message_count_once() -> None:
+    """Soft bounces of the same message (same messageId, different eventIds) are one problem:
+    three retries of one message over 80 hours do not escalate."""
+    final, outputs = run([
+        s(0, "e1", message="<m1@x>"), s(40 * H, "e2", message="<m1@x>"),
+        s(80 * H, "e3", message="<m1@x>"),
+    ])
+    assert _emitted(outputs) == []
+    assert final is not None and final.soft == ((T0, "<m1@x>"),)
+
+
+def test_retries_do_not_add_up_with_other_messages() -> None:
+    """Two messages, one retried, count two; a third message completes the escalation."""
+    _, outputs = run([
+        s(0, "e1", message="<m1@x>"), s(40 * H, "e2", message="<m2@x>"),
+        s(72 * H, "e3", message="<m1@x>"), s(80 * H, "e4", message="<m3@x>"),
+    ])
+    assert _emitted(outputs) == [(3, "suppress", REASON)]
+
+
+def test_soft_bounces_without_message_id_count_per_event() -> None:
+    """Without a messageId the event id identifies the soft bounce (the message is unknown)."""
+    final, outputs = run([
+        s(0, "e1", message="<m1@x>"), s(40 * H, "e2"), s(80 * H, "e3"),
+    ])
+    assert _emitted(outputs) == [(2, "suppress", REASON)]
+    assert final is not None
+    assert final.soft == ((T0, "<m1@x>"), (T0 + 40 * H, "e2"), (T0 + 80 * H, "e3"))
+
+
+def test_retry_after_a_delivery_counts_again() -> None:
+    """A retry of a message newer than a delivery counts again: the delivery forgot it."""
+    final, _ = run([s(0, "e1", message="<m1@x>"), d(10 * H, "dl"), s(20 * H, "e2", message="<m1@x>")])
+    assert final is not None and final.soft == ((T0 + 20 * H, "<m1@x>"),)
+
+
+def test_soft_bounce_at_the_second_of_a_reset_is_ignored() -> None:
+    """A reset covers its own second: a soft bounce dated exactly then does not count."""
+    for reset in (d(0, "dl"), b(0, "hb"), clear(0, "k1")):
+        final, _ = run([reset, s(0, "a")])
+        assert final is not None and final.soft == ()
+
+
 # ------------------------------------------------------ out-of-order and replay defects
 
 
-@pytest.mark.xfail(reason="BUG: window horizon is taken from the incoming event, not the newest one")
 def test_late_event_older_than_window_does_not_escalate() -> None:
-    """A soft bounce 30 days older than the two newest ones is outside the window."""
-    _, outputs = run([s(30 * D, "a"), s(31 * D, "b"), s(0, "late")])
+    """The window ends at the newest soft bounce seen: a late one 30 days older than the two
+    newest is outside it and is dropped."""
+    final, outputs = run([s(30 * D, "a"), s(31 * D, "b"), s(0, "late")])
     assert _emitted(outputs) == []
+    assert final is not None and [ident for _, ident in final.soft] == ["a", "b"]
 
 
-@pytest.mark.xfail(reason="BUG: late soft bounces older than a known delivery are still counted")
+def test_late_event_inside_window_of_newest_counts() -> None:
+    """A late soft bounce exactly 14 days older than the newest still counts."""
+    _, outputs = run([s(14 * D, "c"), s(10 * D, "b"), s(0, "late")])
+    assert _emitted(outputs) == [(2, "suppress", REASON)]
+
+
 def test_bounces_before_a_known_delivery_do_not_escalate() -> None:
     """Soft bounces that all occurred before a (previously seen) delivery do not escalate."""
     _, outputs = run([d(100 * H, "dl"), s(0, "a"), s(40 * H, "b"), s(80 * H, "c")])
     assert _emitted(outputs) == []
 
 
-@pytest.mark.xfail(reason="BUG: a replay after a reset (delivery) counts the same event again")
+def test_bounces_before_a_known_hard_bounce_are_ignored() -> None:
+    """Late soft bounces older than a Bounce are not remembered."""
+    final, _ = run([b(100 * H, "hb"), s(0, "a"), s(40 * H, "b")])
+    assert final is not None and final.soft == ()
+
+
 def test_replay_after_delivery_does_not_count_again() -> None:
     """A soft bounce replayed after a later delivery does not count (it predates it)."""
     _, outputs = run([s(0, "a"), d(10 * H, "dl"), s(0, "a"), s(40 * H, "b"), s(80 * H, "c")])
     assert _emitted(outputs) == []
 
 
-@pytest.mark.xfail(reason="QUESTIONABLE: a late delivery older than the escalating bounces lifts it")
 def test_late_old_delivery_does_not_lift() -> None:
     """A delivery that happened before the three soft bounces does not lift their escalation."""
-    _, outputs = run([s(0, "a"), s(40 * H, "b"), s(80 * H, "c"), d(-10 * H, "old-dl")])
+    final, outputs = run([s(0, "a"), s(40 * H, "b"), s(80 * H, "c"), d(-10 * H, "old-dl")])
     assert _emitted(outputs) == [(2, "suppress", REASON)]
+    assert final is not None and final.suppressed == REASON
+    assert len(final.soft) == 3
 
 
-@pytest.mark.xfail(reason="QUESTIONABLE: a late delivery also forgets soft bounces that came after it")
+def test_delivery_older_than_the_newest_soft_bounce_does_not_lift() -> None:
+    """A late delivery between the escalating soft bounces forgets the older ones only and
+    does not lift; a later delivery does."""
+    final, outputs = run([
+        s(0, "a"), s(40 * H, "b"), s(80 * H, "c"), d(60 * H, "late-dl"), d(90 * H, "dl"),
+    ])
+    assert _emitted(outputs) == [(2, "suppress", REASON), (4, "unsuppress", "Delivered")]
+    assert final is not None and final.soft == () and final.reset == T0 + 90 * H
+
+
 def test_late_old_delivery_keeps_later_bounces() -> None:
     """Only soft bounces before the delivery's time are forgotten."""
     _, outputs = run([s(0, "a"), s(40 * H, "b"), d(20 * H, "late-dl"), s(80 * H, "c"), s(120 * H, "e")])
     assert _emitted(outputs) == [(4, "suppress", REASON)]
+
+
+def test_old_delivery_after_same_second_delivery_does_not_lift() -> None:
+    """A delivery 90 hours older than the escalating soft bounce never lifts the escalation,
+    whatever delivery came before it."""
+    _, outputs = run([
+        s(0, "a"), s(40 * H, "b"), s(80 * H, "c"), d(80 * H, "same-second"), d(-10 * H, "old-dl"),
+    ])
+    assert _emitted(outputs) == [(2, "suppress", REASON)]
+
+
+def test_newer_retry_refreshes_updated() -> None:
+    """``updated`` is the newest event time, retries of a counted message included."""
+    final, _ = run([s(0, "e1", message="<m1@x>"), s(5 * D, "e2", message="<m1@x>")])
+    assert final is not None and final.updated == T0 + 5 * D
 
 
 # ---------------------------------------------------------------------- state lifecycle
@@ -673,7 +808,10 @@ STATES = [
     AddressState(),
     AddressState(soft=((T0, "a"), (T0 + 40 * H, "b")), updated=T0 + 40 * H),
     AddressState(soft=((T0, "a"),), delivered=T0 - D, suppressed=REASON, updated=T0),
-    AddressState(delivered=T0, suppressed="HardBounce", updated=T0 + 5),
+    AddressState(delivered=T0, suppressed="HardBounce", updated=T0 + 5, reset=T0 + 5),
+    AddressState(
+        soft=((T0 + 2 * H, "<m1@x>"),), delivered=T0, updated=T0 + 2 * H, reset=T0 + H,
+    ),
 ]
 
 
@@ -690,10 +828,31 @@ def test_state_from_empty_json() -> None:
     assert state_from_json({}) == AddressState()
 
 
+def test_reset_survives_the_json_round_trip() -> None:
+    """The changelog carries the reset time, so a restored state still ignores soft bounces
+    older than the last reset (here a clear)."""
+    state, _ = run([s(0, "a"), clear(50 * H, "k1")])
+    assert state is not None
+    body = json.loads(json.dumps(state_to_json(state)))
+    assert body["reset"] == T0 + 50 * H
+    restored = state_from_json(body)
+    assert restored.reset == T0 + 50 * H
+    again, _ = run([s(0, "a"), s(40 * H, "b")], state=restored)
+    assert again is not None and again.soft == ()
+
+
+def test_state_from_json_without_reset() -> None:
+    """A changelog record written before the reset existed reads with no reset."""
+    body = {"v": 1, "soft": [[T0, "a"]], "delivered": None, "suppressed": None, "updated": T0}
+    assert state_from_json(body) == AddressState(soft=((T0, "a"),), updated=T0)
+
+
 def test_state_restored_from_json_continues_identically() -> None:
     """Stopping after any event, round-tripping the state and going on changes nothing."""
     items: list[StageEvent | Clear] = [
         s(0, "a"), s(40 * H, "b"), s(80 * H, "c"), d(90 * H, "dl"), s(100 * H, "e"),
+        clear(101 * H, "k1"), s(100 * H, "e"), s(110 * H, "f", message="<m1@x>"),
+        s(150 * H, "g", message="<m1@x>"), b(160 * H, "hb"), s(150 * H, "h"),
     ]
     expected_state, expected = run(items)
     for cut in range(len(items) + 1):
@@ -754,7 +913,20 @@ def test_stage_event_from_normalized_json(
     """A normalized event's JSON (eventId, email, status, recipientState, occurredAt) reads in."""
     source = SourceRef("events.normalized", 0, 7)
     event = StageEvent.from_json(_normalized(status, state, occurred_at), source)
-    assert event == StageEvent(EMAIL, status, state, epoch, "9f1c2d3e4b5a69788796a5b4c3d2e1f0", source)
+    assert event == StageEvent(
+        EMAIL, status, state, epoch, "9f1c2d3e4b5a69788796a5b4c3d2e1f0", source,
+        message_id="<m1@example.com>",
+    )
+
+
+@pytest.mark.parametrize("message", [None, ""], ids=["null", "empty"])
+def test_stage_event_from_json_without_message_id(message: str | None) -> None:
+    """A null or empty messageId reads as no message id (the event id identifies it)."""
+    body = _normalized(Status.BLOCKED, RecipientState.SOFT_BOUNCE_GENERAL, "2025-03-14T09:12:05.000Z")
+    body["messageId"] = message
+    assert StageEvent.from_json(body).message_id is None
+    del body["messageId"]
+    assert StageEvent.from_json(body).message_id is None
 
 
 def test_from_json_events_escalate() -> None:
@@ -764,10 +936,24 @@ def test_from_json_events_escalate() -> None:
                                    "2025-03-17T09:12:05.000Z")):
         body = _normalized(Status.BLOCKED, RecipientState.SOFT_BOUNCE_MAILBOX_FULL, stamp)
         body["eventId"] = f"evt-{index}"
+        body["messageId"] = f"<m{index}@example.com>"
         items.append(StageEvent.from_json(body))
     _, outputs = run(list(items))
     assert _emitted(outputs) == [(2, "suppress", REASON)]
     assert outputs[2] is not None and outputs[2].occurred_at == "2025-03-17T09:12:05.000Z"
+
+
+def test_from_json_retries_of_one_message_do_not_escalate() -> None:
+    """Three normalized soft bounces with one messageId (retries) and three eventIds count once."""
+    items = []
+    for index, stamp in enumerate(("2025-03-14T09:12:05.000Z", "2025-03-15T21:12:05.000Z",
+                                   "2025-03-17T09:12:05.000Z")):
+        body = _normalized(Status.BLOCKED, RecipientState.SOFT_BOUNCE_MAILBOX_FULL, stamp)
+        body["eventId"] = f"evt-{index}"
+        items.append(StageEvent.from_json(body))
+    final, outputs = run(list(items))
+    assert _emitted(outputs) == []
+    assert final is not None and final.soft == ((T0, "<m1@example.com>"),)
 
 
 # --------------------------------------------------------------------------- properties
@@ -778,6 +964,7 @@ class _Step:
     status: Status
     state: RecipientState | None
     hours: int
+    message: str | None = None
 
 
 _STEP = st.builds(
@@ -789,15 +976,20 @@ _STEP = st.builds(
         st.none(),
     ),
     hours=st.integers(min_value=0, max_value=40 * 24),
+    message=st.one_of(st.none(), st.sampled_from(["<m1@x>", "<m2@x>", "<m3@x>"])),
 )
 _ITEMS = st.lists(st.one_of(_STEP, st.just("clear")), max_size=25)
 
 
-def _build(steps: list[_Step | str]) -> list[StageEvent | Clear]:
+def _build(steps: list[_Step | str], messages: bool = True) -> list[StageEvent | Clear]:
+    """The items; without ``messages`` every event is its own message (no retries)."""
     items: list[StageEvent | Clear] = []
     for index, step in enumerate(steps):
         if isinstance(step, _Step):
-            items.append(StageEvent(EMAIL, step.status, step.state, T0 + step.hours * H, f"e{index}"))
+            items.append(StageEvent(
+                EMAIL, step.status, step.state, T0 + step.hours * H, f"e{index}",
+                message_id=step.message if messages else None,
+            ))
         else:
             items.append(clear(index * H, f"k{index}"))
     return items
@@ -861,8 +1053,14 @@ def _model(events: list[StageEvent]) -> list[tuple[str, str]]:
 @settings(max_examples=300, deadline=None)
 @given(_ITEMS)
 def test_in_order_events_match_the_model(steps: list[_Step | str]) -> None:
-    """For events arriving in time order, the updates are exactly the issue's rule."""
-    items = [item for item in _build(steps) if isinstance(item, StageEvent)]
+    """For events arriving in time order (distinct times, distinct messages), the updates
+    are exactly the issue's rule.  Same-second ties are left out: a reset covers its own
+    second, and a delivery lifts only if strictly newer (tested separately)."""
+    items = [
+        replace(item, occurred=item.occurred + index)
+        for index, item in enumerate(_build(steps, messages=False))
+        if isinstance(item, StageEvent)
+    ]
     items.sort(key=lambda event: event.occurred)
     _, outputs = run(list(items))
     got = [(u.action.value, u.event_id) for u in outputs if u is not None]
