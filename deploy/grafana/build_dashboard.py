@@ -628,6 +628,33 @@ def pipeline() -> list[dict[str, Any]]:
             width=8,
             decimals=0,
         ),
+        timeseries(
+            "Suppression stage: tracked addresses",
+            "Addresses whose soft-bounce history the suppression stage keeps, per partition "
+            "(memory grows with it; state expires after the policy's ttl_days).",
+            [
+                target(
+                    f"sum by (partition) ({metric('mailevents_suppression_state_addresses')})",
+                    "partition {{partition}}",
+                )
+            ],
+            width=12,
+            decimals=0,
+        ),
+        timeseries(
+            "Suppression stage: state restore time",
+            "Seconds the last restore of each partition's state from the changelog took; "
+            "the stage is not ready while it restores.",
+            [
+                target(
+                    f"max by (partition) "
+                    f"({metric('mailevents_suppression_state_restore_seconds')})",
+                    "partition {{partition}}",
+                )
+            ],
+            unit="s",
+            width=12,
+        ),
     ]
 
 
