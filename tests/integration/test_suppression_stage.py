@@ -54,13 +54,15 @@ def _updates(records: list) -> list[tuple[str, str, str]]:
     return [(b["email"], b["action"], b["reason"]) for b in bodies if b["provider"] == "bounce-consumer"]
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_escalation_reset_clear_and_restore(
     kafka_bootstrap: str, topics: Topics, stage_topics: dict[str, str], group_id: str,
-    rules: Rules,
+    rules: Rules, guarantee: str,
 ) -> None:
     """3 soft bounces over 80 h escalate; a delivery resets; a clear lifts; state survives."""
     env = worker_env(kafka_bootstrap, topics, group_id, CONTROL_TOPIC=stage_topics["control"],
-                     STATE_TOPIC=stage_topics["state"])
+                     STATE_TOPIC=stage_topics["state"], PROCESSING_GUARANTEE=guarantee,
+                     KAFKA_TRANSACTIONAL_ID=f"{group_id}-stage")
     full = "SoftBounceMailboxFull"
     await _feed(kafka_bootstrap, topics.events, [
         ("a@example.net", "Deferred", full, 0), ("a@example.net", "Deferred", full, 40),
@@ -95,3 +97,30 @@ async def test_escalation_reset_clear_and_restore(
         ("c@example.net", "suppress", "SoftBounceEscalation")
     ]
     assert len(updates) == 3
+
+
+async def test_count_continues_across_a_rebalance(
+    kafka_bootstrap: str, topics: Topics, stage_topics: dict[str, str], group_id: str,
+    rules: Rules,
+) -> None:
+    """Two soft bounces on one worker, a second worker joins and the first leaves: the
+    third soft bounce, on whichever worker now owns the address, escalates exactly once."""
+    env = worker_env(kafka_bootstrap, topics, group_id, CONTROL_TOPIC=stage_topics["control"],
+                     STATE_TOPIC=stage_topics["state"])
+    full, group = "SoftBounceMailboxFull", f"{group_id}-suppression"
+    addresses = [f"r{i}@example.org" for i in range(12)]
+    await _feed(kafka_bootstrap, topics.events,
+                [(a, "Deferred", full, h) for h in (0, 40) for a in addresses])
+    async with in_process_worker(env, rules, stage="suppression") as first:
+        await wait_until(lambda: fully_committed(kafka_bootstrap, group, topics.events), 60,
+                         "first two bounces committed")
+        async with in_process_worker(env, rules, stage="suppression") as second:
+            await wait_until(lambda: second.health.ready()[0], 60, "second worker ready")
+            await first.close()
+            await _feed(kafka_bootstrap, topics.events,
+                        [(a, "Blocked", full, 80) for a in addresses], start=500)
+            await wait_until(lambda: fully_committed(kafka_bootstrap, group, topics.events), 60,
+                             "third bounces committed")
+    updates = _updates(await consume_all(kafka_bootstrap, topics.suppressions,
+                                         expect=len(addresses), settle=0.5))
+    assert sorted(updates) == sorted((a, "suppress", "SoftBounceEscalation") for a in addresses)
