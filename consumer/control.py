@@ -13,6 +13,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from consumer.config import Settings
+from consumer.errors import ParseError
 from consumer.kafka import security_options
 from consumer.providers.base import format_time, normalize_email
 
@@ -23,7 +24,7 @@ async def send_clear(settings: Settings, address: str, reason: str) -> str:
     """Write a ``clear`` command for ``address``; its command id once acknowledged."""
     try:
         email = normalize_email(address, "ADDRESS")
-    except ValueError as exc:
+    except ParseError as exc:
         raise ValueError(str(exc)) from None
     if not reason.strip():
         raise ValueError("--reason must say why the suppression is lifted")

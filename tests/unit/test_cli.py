@@ -100,3 +100,14 @@ def test_run_refuses_a_bad_setting_naming_the_variable() -> None:
     assert result.returncode == 2
     assert "MAX_BATCH_RECORDS" in result.stderr
     assert "pw-never-shown" not in result.stderr + result.stdout
+
+
+def test_suppression_clear_refuses_a_bad_address_before_connecting() -> None:
+    """`suppression clear` checks the address and reason first: exit 1 with the reason."""
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "suppression", "clear", "not-an-address",
+         "--reason", "x"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1
+    assert "not a valid email address" in result.stderr
