@@ -7,15 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import urllib.request
 from pathlib import Path
 
 import pytest
 from kafkatools import Topics, produce
 from prometheus_client.parser import text_string_to_metric_families
 from promql_names import metric_names, yaml_fields
-from workers import ChildWorker, fully_committed, wait_until, worker_env
+from workers import (
+    ChildWorker,
+    free_port,
+    fully_committed,
+    http_get,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -27,22 +32,21 @@ RULES = REPO / "deploy" / "prometheus" / "rules.yaml"
 SCRAPE_GENERATED = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _get(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return str(response.read().decode())
+    status, body = http_get(port, path)
+    assert status == 200, f"GET {path}: {status}"
+    return body
 
 
 def _page_names(page: str) -> set[str]:
-    """Sample names of a /metrics page (``x_total``, ``x_bucket``, ...), with samples only."""
-    return {
-        sample.name for family in text_string_to_metric_families(page) for sample in family.samples
-    }
+    """Names a /metrics page declares: every sample name (``x_total``, ``x_bucket``, ...)
+    and every family, also one whose labelled series have no child yet (the suppression
+    stage's per-partition gauges on a classify worker)."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(page):
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+    return names
 
 
 def _records_done(page: str) -> float:
@@ -105,7 +109,7 @@ async def test_dashboard_and_rules_query_only_metrics_the_worker_exports(
     files = sorted(FIXTURES.glob("*/*.json"))
     assert any(path.parent.name == "invalid" for path in files)
     await produce(kafka_bootstrap, topics.raw, [path.read_bytes() for path in files])
-    port = _free_port()
+    port = free_port()
     worker = ChildWorker(
         worker_env(kafka_bootstrap, topics, group_id, HTTP_PORT=str(port)),
         tmp_path / "worker.log",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.parse
@@ -35,10 +34,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from kafkatools import Topics, produce
-from workers import ChildWorker, fully_committed, wait_until, worker_env
+from workers import (
+    ChildWorker,
+    dsn_payload,
+    free_port,
+    fully_committed,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -59,36 +64,10 @@ TEST_FOR = "2s"
 _FOR = re.compile(r"^(?P<indent>\s+)for:\s*\S+\s*$", re.MULTILINE)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _dsn(address: str, *, bounced: bool) -> bytes:
-    """A flat RFC 3464 payload: a 5.1.1 user-unknown hard bounce or a 2.0.0 delivery."""
-    if bounced:
-        fields = {
-            "action": "failed",
-            "status": "5.1.1",
-            "diagnosticCode": f"smtp; 550 5.1.1 <{address}>: Recipient address rejected: "
-            "User unknown",
-        }
-    else:
-        fields = {"action": "delivered", "status": "2.0.0", "diagnosticCode": "smtp; 250 2.0.0 OK"}
-    return orjson.dumps(
-        {
-            "finalRecipient": f"rfc822; {address}",
-            **fields,
-            "lastAttemptDate": "Fri, 14 Mar 2025 09:12:05 +0000",
-        }
-    )
-
-
 def _payloads(start: int, bounces: int, delivered: int) -> list[bytes]:
     """Hard bounces and deliveries to distinct gmail.com addresses, interleaved."""
-    out = [_dsn(f"hb{start + i}@gmail.com", bounced=True) for i in range(bounces)]
-    out += [_dsn(f"ok{start + i}@gmail.com", bounced=False) for i in range(delivered)]
+    out = [dsn_payload(f"hb{start + i}@gmail.com", bounced=True) for i in range(bounces)]
+    out += [dsn_payload(f"ok{start + i}@gmail.com", bounced=False) for i in range(delivered)]
     # Interleave, so that every poll batch has both kinds, as real traffic does.
     return out[::2] + out[1::2]
 
@@ -106,7 +85,7 @@ class PrometheusServer:
     """A Prometheus child process with its own config, data and log in a temp dir."""
 
     def __init__(self, bin_dir: Path, workdir: Path, target_port: int) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = workdir / "prometheus.log"
         rules = workdir / "rules.yaml"
         _test_rules(rules)
@@ -207,7 +186,7 @@ def prometheus_bin() -> Path:
 @pytest.fixture
 def worker_port() -> int:
     """A free loopback port for the worker's /metrics, known before Prometheus starts."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -36,7 +33,16 @@ from kafkatools import (
     unique_name,
 )
 from tlsbroker import SecureBroker, make_ca, secure_broker
-from workers import ChildWorker, fully_committed, in_process_worker, wait_until, worker_env
+from workers import (
+    ChildWorker,
+    dsn_payload,
+    free_port,
+    fully_committed,
+    http_get,
+    in_process_worker,
+    wait_until,
+    worker_env,
+)
 
 from consumer.rules import Rules
 
@@ -84,45 +90,11 @@ async def secure_topics(secure: SecureBroker) -> AsyncIterator[Topics]:
 
 def _dsn(i: int) -> bytes:
     """Alternately a 5.1.1 hard bounce (an event and a suppression) and a delivery."""
-    address = f"user{i}@{DOMAIN}"
-    if i % 2 == 0:
-        fields = {
-            "action": "failed",
-            "status": "5.1.1",
-            "diagnosticCode": f"smtp; 550 5.1.1 <{address}>: Recipient address rejected: "
-            "User unknown",
-        }
-    else:
-        fields = {"action": "delivered", "status": "2.0.0", "diagnosticCode": "smtp; 250 2.0.0 OK"}
-    return orjson.dumps(
-        {
-            "finalRecipient": f"rfc822; {address}",
-            **fields,
-            "lastAttemptDate": "Fri, 14 Mar 2025 09:12:05 +0000",
-            "messageId": f"<m{i}@mta.{DOMAIN}>",
-        }
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _http(port: int, path: str) -> tuple[int, str]:
-    """Status and body; (0, "") when nothing answers yet."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read().decode()
-    except OSError:
-        return 0, ""
+    return dsn_payload(f"user{i}@{DOMAIN}", bounced=i % 2 == 0, message_id=f"<m{i}@mta.{DOMAIN}>")
 
 
 async def _get(port: int, path: str) -> tuple[int, str]:
-    return await asyncio.to_thread(_http, port, path)
+    return await asyncio.to_thread(http_get, port, path)
 
 
 def _start_failures(log: str) -> int:
@@ -173,7 +145,7 @@ async def test_wrong_password_keeps_the_worker_up_not_ready_and_quiet_about_it(
     """Refused credentials: no exit, no crash loop, not ready, the cause in the log, no secret."""
     await produce(secure.bootstrap, secure_topics.raw, [_dsn(i) for i in range(4)])
     group = unique_name("sec-group")
-    port = _free_port()
+    port = free_port()
     env = worker_env(
         secure.secure_bootstrap, secure_topics, group,
         **secure.client_env(USER, WRONG_PASSWORD),
@@ -229,7 +201,7 @@ async def test_unknown_ca_fails_tls_verification_without_a_crash_loop(
 ) -> None:
     """The broker's certificate is not signed by the worker's CA: refused, reported, retried."""
     other_ca = make_ca(tmp_path / "other-ca", name="some other CA")
-    port = _free_port()
+    port = free_port()
     env = worker_env(
         secure.secure_bootstrap, secure_topics, unique_name("sec-group"),
         **secure.client_env(USER, PASSWORD, ca_file=other_ca.cert),
@@ -307,7 +279,7 @@ async def test_running_secure_worker_never_shows_the_password_or_addresses(
     count = 40
     group = unique_name("sec-group")
     await produce(secure.bootstrap, secure_topics.raw, [_dsn(i) for i in range(count)])
-    port = _free_port()
+    port = free_port()
     env = worker_env(
         secure.secure_bootstrap, secure_topics, group,
         **secure.client_env(USER, PASSWORD),

@@ -4,9 +4,6 @@ graceful stops and a broker restart.  Every input must be accounted for."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +18,15 @@ from kafkatools import (
     end_offsets,
     produce,
 )
-from workers import ChildWorker, fully_committed, in_process_worker, wait_until, worker_env
+from workers import (
+    ChildWorker,
+    free_port,
+    fully_committed,
+    http_get,
+    in_process_worker,
+    wait_until,
+    worker_env,
+)
 
 from consumer.errors import PayloadError
 from consumer.pipeline import process
@@ -231,7 +236,7 @@ async def test_sigterm_exits_zero_with_offsets_committed(
     """SIGTERM mid-stream: exit 0, and every record that has an output is committed."""
     count = 8000
     await produce(kafka_bootstrap, topics.raw, dsn_payloads(count))
-    port = _free_port()
+    port = free_port()
     worker = ChildWorker(
         worker_env(kafka_bootstrap, topics, group_id, MAX_BATCH_RECORDS="200", LOG_LEVEL="info",
                    HTTP_PORT=str(port)),
@@ -242,8 +247,8 @@ async def test_sigterm_exits_zero_with_offsets_committed(
             lambda: _count_events(kafka_bootstrap, topics.events, 400), 90, "first outputs"
         )
         await wait_until(lambda: _http_ok(port, "/readyz"), 30, "/readyz 200")
-        assert await _http_status(port, "/healthz") == 200
-        metrics = await asyncio.to_thread(_http_get, port, "/metrics")
+        assert await _http_ok(port, "/healthz")
+        metrics = (await asyncio.to_thread(http_get, port, "/metrics"))[1]
         assert "mailevents_build_info{" in metrics
         assert 'mailevents_records_total{outcome="ok"}' in metrics
         assert worker.terminate(30) == 0, worker.log()[-3000:]
@@ -286,32 +291,8 @@ async def test_broker_restart_mid_stream_loses_nothing(
     assert set(_sources(events)) == await _input_coordinates(bootstrap, topics.raw)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _http_get(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return str(response.read().decode())
-
-
-async def _http_status(port: int, path: str) -> int:
-    def status() -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as error:
-            return int(error.code)
-        except OSError:
-            return 0
-
-    return await asyncio.to_thread(status)
-
-
 async def _http_ok(port: int, path: str) -> bool:
-    return await _http_status(port, path) == 200
+    return (await asyncio.to_thread(http_get, port, path))[0] == 200
 
 
 async def _count_events(bootstrap: str, topic: str, at_least: int) -> bool:

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from kafkatools import Topics, committed_offsets, end_offsets
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +32,45 @@ from consumer.health import Health
 from consumer.metrics import Metrics
 from consumer.rules import Rules
 from consumer.suppression_stage import SuppressionStage
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a GET on the worker's port; (0, "") when nothing answers yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def dsn_payload(address: str, *, bounced: bool, message_id: str | None = None) -> bytes:
+    """A flat RFC 3464 payload: a 5.1.1 user-unknown hard bounce or a 2.0.0 delivery."""
+    if bounced:
+        fields = {
+            "action": "failed",
+            "status": "5.1.1",
+            "diagnosticCode": f"smtp; 550 5.1.1 <{address}>: Recipient address rejected: "
+            "User unknown",
+        }
+    else:
+        fields = {"action": "delivered", "status": "2.0.0", "diagnosticCode": "smtp; 250 2.0.0 OK"}
+    body = {
+        "finalRecipient": f"rfc822; {address}",
+        **fields,
+        "lastAttemptDate": "Fri, 14 Mar 2025 09:12:05 +0000",
+    }
+    if message_id:
+        body["messageId"] = message_id
+    return orjson.dumps(body)
 
 
 def worker_env(bootstrap: str, topics: Topics, group_id: str, **extra: str) -> dict[str, str]:
