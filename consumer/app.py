@@ -398,7 +398,12 @@ class Worker:
         self.metrics.in_flight.set(batch.records)
         try:
             if self.settings.guarantee is Guarantee.EXACTLY_ONCE:
-                await self._send_in_transaction(batch)
+                # aiokafka's abort after a failed transaction waits without a limit;
+                # bound the whole transaction so an outage shows as not-ready.
+                await asyncio.wait_for(
+                    self._send_in_transaction(batch),
+                    self.settings.kafka_request_timeout_ms / 1000 * 3,
+                )
             else:
                 await self._send(batch.outputs)
                 await self._send(batch.followups)
@@ -488,17 +493,39 @@ class Worker:
             )
 
     async def _redo_later(self, batch: Batch, exc: BaseException) -> None:
-        """Rewind the batch's partitions and drop the producer; the next batch rebuilds it."""
+        """Rewind the batch's partitions and drop the producer; the next batch rebuilds it.
+
+        In exactly_once mode the failed transaction may have committed after all (only
+        its answer was lost): rewinding to the batch's first offsets would write it
+        twice.  So a new transactional producer is started first (its
+        ``init_transactions`` completes or aborts whatever the old one left open), and
+        the partitions are rewound to their committed offsets, which then tell the truth.
+        """
         assert self._consumer is not None
-        for tp, offset in self._still_assigned(batch.first).items():
-            self._consumer.seek(tp, offset)
         await self._wait_after_failure(self._stop, "batch not acknowledged, retrying", exc)
         if self._producer is not None:
             try:
                 await asyncio.wait_for(self._producer.stop(), 10)
             except (KafkaError, OSError, TimeoutError) as stop_error:
-                log.warning("producer did not stop cleanly", error=str(stop_error))
+                log.warning("producer did not stop cleanly", error=_error_text(stop_error))
             self._producer = None
+        mine = self._still_assigned(batch.first)
+        if self.settings.guarantee is not Guarantee.EXACTLY_ONCE:
+            for tp, offset in mine.items():
+                self._consumer.seek(tp, offset)
+            return
+        while mine and not self._stop.is_set():
+            try:
+                await self._ready_producer()
+                await self._consumer.seek_to_committed(*mine)
+            except (KafkaError, OSError, TimeoutError) as retry_error:
+                self._producer = None
+                await self._wait_after_failure(
+                    self._stop, "cannot settle the failed transaction yet", retry_error
+                )
+                mine = self._still_assigned(batch.first)
+                continue
+            return
 
     def _count(self, batch: Batch) -> None:
         self.metrics.observe_batch(batch.outcomes, batch.dead_letter_kinds, time.time())

@@ -60,7 +60,9 @@ def process(
                 observation.suppression_reason or "",
             )
             mailbox = mailbox_provider(rules, observation.email.rpartition("@")[2], None, None)
-            suppressions.append(for_list_change(observation, ident, rules.policy, mailbox))
+            suppressions.append(
+                for_list_change(observation, ident, rules.policy, mailbox, source)
+            )
             continue
         event = normalize(observation, rules, source)
         events.append(event)

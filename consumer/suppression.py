@@ -12,6 +12,7 @@ from consumer.models import (
     Kind,
     NormalizedEvent,
     Observation,
+    SourceRef,
     Status,
     SuppressionAction,
     SuppressionUpdate,
@@ -39,7 +40,11 @@ def for_event(event: NormalizedEvent, policy: Policy) -> SuppressionUpdate | Non
 
 
 def for_list_change(
-    observation: Observation, event_id: str, policy: Policy, mailbox_provider: str
+    observation: Observation,
+    event_id: str,
+    policy: Policy,
+    mailbox_provider: str,
+    source: SourceRef | None = None,
 ) -> SuppressionUpdate:
     """A complaint, unsubscribe or reactivation reported by the provider."""
     action = (
@@ -57,4 +62,5 @@ def for_list_change(
         policy_version=policy.version,
         scope=observation.scope,
         mailbox_provider=mailbox_provider,
+        source=source,
     )

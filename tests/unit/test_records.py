@@ -44,6 +44,7 @@ def test_scoped_unsubscribe_has_its_own_compaction_key(rules: Rules) -> None:
     body = orjson.loads(update.value)
     assert body["scope"] == {"kind": "group", "id": "42"}
     assert update.key == f"{body['email']}|group:42".encode()
+    assert body["source"] == {"topic": "mail.raw", "partition": 2, "offset": 41}
 
 
 def test_dead_letter_keeps_the_input_unchanged_and_explains_why() -> None:
