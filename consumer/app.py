@@ -517,7 +517,12 @@ class Worker:
         while mine and not self._stop.is_set():
             try:
                 await self._ready_producer()
-                await self._consumer.seek_to_committed(*mine)
+                for tp, first in mine.items():
+                    committed = await self._consumer.committed(tp)
+                    # Never past the batch's first record unless a commit says so
+                    # (aiokafka's seek_to_committed leaves a partition without a
+                    # committed offset where it is: after the batch, losing it).
+                    self._consumer.seek(tp, first if committed is None else committed)
             except (KafkaError, OSError, TimeoutError) as retry_error:
                 self._producer = None
                 await self._wait_after_failure(
