@@ -119,6 +119,36 @@ class Batch:
     followups: list[OutputRecord] = field(default_factory=list)
     records: int = 0
 
+    def add_dead_letter(
+        self,
+        settings: Settings,
+        message: ConsumerRecord,
+        value: bytes,
+        error: PayloadError,
+        source: SourceRef,
+    ) -> None:
+        """Log the record's coordinates and reason, and queue its dead letter."""
+        log.warning(
+            "dead letter",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            error_kind=error.kind,
+            reason=str(error)[:300],
+        )
+        self.outputs.append(
+            dead_letter_record(
+                settings.dlq_topic,
+                message.key,
+                value,
+                tuple(message.headers or ()),
+                error,
+                source,
+                settings.max_payload_bytes,
+            )
+        )
+        self.dead_letter_kinds.append(error.kind)
+
 
 class Stage(Protocol):
     """What a worker runs on each record: the classify stage, or the suppression stage."""
@@ -193,26 +223,7 @@ class ClassifyStage:
                 settings.max_payload_bytes,
             )
         except PayloadError as error:
-            log.warning(
-                "dead letter",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                error_kind=error.kind,
-                reason=str(error)[:300],
-            )
-            batch.outputs.append(
-                dead_letter_record(
-                    settings.dlq_topic,
-                    message.key,
-                    value,
-                    headers,
-                    error,
-                    source,
-                    settings.max_payload_bytes,
-                )
-            )
-            batch.dead_letter_kinds.append(error.kind)
+            batch.add_dead_letter(settings, message, value, error, source)
             return
         batch.outputs.extend(
             outcome_records(outcome, settings.events_topic, settings.suppressions_topic)

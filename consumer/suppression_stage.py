@@ -45,7 +45,7 @@ from consumer.escalation import (
 from consumer.kafka import security_options
 from consumer.metrics import Metrics
 from consumer.models import SourceRef, SuppressionUpdate
-from consumer.records import OutputRecord, dead_letter_record
+from consumer.records import OutputRecord
 
 __all__ = ["SuppressionStage"]
 
@@ -159,25 +159,7 @@ class SuppressionStage:
             self._apply(message.topic, message.partition, _object(message.value), source, batch)
         except (orjson.JSONDecodeError, ParseError, KeyError, ValueError, TypeError) as exc:
             error = exc if isinstance(exc, ParseError) else ParseError(_describe(exc))
-            log.warning(
-                "dead letter",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                reason=str(error)[:300],
-            )
-            batch.outputs.append(
-                dead_letter_record(
-                    self.settings.dlq_topic,
-                    message.key,
-                    message.value or b"",
-                    tuple(message.headers or ()),
-                    error,
-                    source,
-                    self.settings.max_payload_bytes,
-                )
-            )
-            batch.dead_letter_kinds.append(error.kind)
+            batch.add_dead_letter(self.settings, message, message.value or b"", error, source)
 
     def _apply(
         self, topic: str, number: int, body: dict[str, Any], source: SourceRef, batch: Batch
