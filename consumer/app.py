@@ -11,6 +11,9 @@ Why it is shaped this way (docs/architecture.md has the long form):
 - A failed produce or transaction is not fatal: the batch's partitions are rewound to
   the batch's first offsets, the producer is rebuilt after a capped backoff, and the
   batch is processed again.  Output ids are deterministic, so a repeat is harmless.
+  In exactly_once mode a partition resumes only from a committed offset that no
+  pending transaction can still move (after a failed transaction and after every
+  assignment), so a transaction whose commit was under way is never redone.
 - A failed commit is logged and counted, and the loop goes on: the next commit covers
   it, and at worst the records are redelivered.
 - A rebalance waits for the in-flight batch (the revoke callback takes the batch
@@ -24,7 +27,7 @@ import contextlib
 import functools
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -55,6 +58,7 @@ from consumer.pipeline import process
 from consumer.providers.base import format_time
 from consumer.records import OutputRecord, dead_letter_record, outcome_records
 from consumer.rules import Rules
+from consumer.stable_offsets import fetch_stable_offsets
 
 __all__ = [
     "Batch",
@@ -74,6 +78,8 @@ _PROVIDER_HEADER = "provider"
 _FIRST_BACKOFF = 0.5
 #: Fetch responses come every 0.5 s even on an idle topic; this much silence is an outage.
 _SILENT_BROKER_SECONDS = 10.0
+#: How often the wait for another worker's pending transaction is logged.
+_PENDING_TRANSACTION_LOG_SECONDS = 5.0
 
 
 class FatalKafkaError(ConsumerError):
@@ -255,6 +261,10 @@ class Worker:
         self._stop = asyncio.Event()
         #: Append time (ms) of the last record consumed per partition, for lag in seconds.
         self._last_record_ms: dict[TopicPartition, int] = {}
+        #: exactly_once: paused partitions to resume from a *stable* committed offset
+        #: (the value: where to resume when the group has none, None = the reset policy).
+        self._unsettled: dict[TopicPartition, int | None] = {}
+        self._unsettled_since = 0.0
         self.batches_done = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -346,7 +356,7 @@ class Worker:
                 ) from exc
 
     async def _started_producer(self) -> AIOKafkaProducer:
-        producer = build_producer(self.settings)
+        producer = build_producer(self.settings, self.stage.name)
         try:
             await producer.start()
         except BaseException:
@@ -382,6 +392,8 @@ class Worker:
     async def _poll_once(self) -> None:
         assert self._consumer is not None
         self.health.tick()
+        if self._unsettled:
+            await self._settle()
         polled = await self._consumer.getmany(
             timeout_ms=self.settings.poll_timeout_ms,
             max_records=self.settings.max_batch_records,
@@ -528,12 +540,6 @@ class Worker:
         while mine and not self._stop.is_set():
             try:
                 await self._ready_producer()
-                for tp, first in mine.items():
-                    committed = await self._consumer.committed(tp)
-                    # Never past the batch's first record unless a commit says so
-                    # (aiokafka's seek_to_committed leaves a partition without a
-                    # committed offset where it is: after the batch, losing it).
-                    self._consumer.seek(tp, first if committed is None else committed)
             except (KafkaError, OSError, TimeoutError) as retry_error:
                 self._producer = None
                 await self._wait_after_failure(
@@ -541,7 +547,57 @@ class Worker:
                 )
                 mine = self._still_assigned(batch.first)
                 continue
+            # Never past the batch's first record unless a stable commit says so.
+            self.hold_until_settled(mine)
             return
+
+    def hold_until_settled(self, fallback: Mapping[TopicPartition, int | None]) -> None:
+        """exactly_once: pause partitions until their committed offsets are stable.
+
+        A transaction whose commit is still being completed (its answer lost, or its
+        worker gone in a rebalance) leaves its offsets pending; resuming from the
+        previous offset would write its outputs a second time.  ``_settle`` resumes
+        each partition once the broker vouches for its offset (``stable_offsets.py``).
+        """
+        if self.settings.guarantee is not Guarantee.EXACTLY_ONCE or not fallback:
+            return
+        assert self._consumer is not None
+        if not self._unsettled:
+            self._unsettled_since = time.monotonic()
+        self._unsettled.update(fallback)
+        self._consumer.pause(*fallback)
+
+    async def _settle(self) -> None:
+        """Resume every held partition whose committed offset is stable now."""
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        for tp in [tp for tp in self._unsettled if tp not in assigned]:
+            del self._unsettled[tp]
+        try:
+            answer = await asyncio.wait_for(
+                fetch_stable_offsets(self._consumer, self.stage.group_id, self._unsettled),
+                self.settings.kafka_request_timeout_ms / 1000,
+            )
+        except _FATAL as exc:
+            raise FatalKafkaError(f"offset fetch refused ({type(exc).__name__})") from exc
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("stable offset fetch failed; retrying", error=_error_text(exc))
+            return
+        for tp, committed in answer.committed.items():
+            resume_at = committed if committed is not None else self._unsettled[tp]
+            if resume_at is not None:
+                self._consumer.seek(tp, resume_at)
+            del self._unsettled[tp]
+            self._consumer.resume(tp)
+        if self._unsettled:
+            waited = time.monotonic() - self._unsettled_since
+            if waited > _PENDING_TRANSACTION_LOG_SECONDS:
+                log.info(
+                    "waiting for pending transactions to complete",
+                    partitions=_describe(dict.fromkeys(self._unsettled, 0)),
+                    seconds=round(waited, 1),
+                )
+                self._unsettled_since = time.monotonic()
 
     def _count(self, batch: Batch) -> None:
         self.metrics.observe_batch(batch.outcomes, batch.dead_letter_kinds, time.time())
@@ -571,6 +627,10 @@ class Worker:
                 reason = "retrying a batch that was not acknowledged"
             elif silent > _SILENT_BROKER_SECONDS:
                 reason = f"no fetch response for {silent:.0f} s: broker unreachable"
+            elif self._unsettled:
+                reason = (
+                    f"waiting for pending transactions on {len(self._unsettled)} partitions"
+                )
             else:
                 ready, reason = self.stage.ready()
                 if ready:
@@ -629,7 +689,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped ba
             await worker.stage.on_assigned(set(assigned))
         finally:
             if consumer is not None and assigned:
-                consumer.resume(*(tp for tp in assigned if tp in consumer.assignment()))
+                mine = [tp for tp in assigned if tp in consumer.assignment()]
+                if worker.settings.guarantee is Guarantee.EXACTLY_ONCE:
+                    # The previous owner's last commit may still be pending.
+                    worker.hold_until_settled(dict.fromkeys(mine))
+                else:
+                    consumer.resume(*mine)
 
 
 @functools.lru_cache(maxsize=4096)
