@@ -173,8 +173,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PROCESSING_GUARANTEE", "at_least_once", "at_least_once | exactly_once "
              "(outputs and offsets in one Kafka transaction)",
              _choice(tuple(g.value for g in Guarantee))),
-    Variable("KAFKA_TRANSACTIONAL_ID", "", "exactly_once only: stable per worker "
-             "[<group>-<instance id or hostname>]", _optional),
+    Variable("KAFKA_TRANSACTIONAL_ID", "", "exactly_once only: stable per worker; the "
+             "suppression stage appends -suppression [<group>-<instance id or hostname>]",
+             _optional),
     Variable("MAX_BATCH_RECORDS", "500", "records per poll, the unit of produce and commit",
              _integer(1, 100_000)),
     Variable("MAX_BATCH_BYTES", str(16 * 1024 * 1024),
@@ -265,13 +266,15 @@ class Settings:
     def client_id(self) -> str:
         return self.kafka_client_id or f"bounce-consumer-{socket.gethostname()}"
 
-    @property
-    def transactional_id(self) -> str:
-        """Stable across restarts of one worker, so a zombie's transaction is fenced."""
-        if self.kafka_transactional_id:
-            return self.kafka_transactional_id
+    def transactional_id(self, stage: str = "classify") -> str:
+        """Stable across restarts of one worker, so a zombie's transaction is fenced.
+
+        Each stage has its own (the suppression stage's ends in ``-suppression``): two
+        stages on one host must not fence each other's producers.
+        """
         member = self.kafka_group_instance_id or socket.gethostname()
-        return f"{self.kafka_group_id}-{member}"
+        base = self.kafka_transactional_id or f"{self.kafka_group_id}-{member}"
+        return base if stage == "classify" else f"{base}-{stage}"
 
     def redacted(self) -> dict[str, Any]:
         """Every setting for the start-up log, secrets replaced by ``***`` when set."""

@@ -74,15 +74,15 @@ def build_consumer(
     )
 
 
-def build_producer(settings: Settings) -> AIOKafkaProducer:
-    """The producer of every output; transactional in exactly-once mode."""
+def build_producer(settings: Settings, stage: str = "classify") -> AIOKafkaProducer:
+    """The producer of every output of ``stage``; transactional in exactly-once mode."""
     transactional = settings.guarantee is Guarantee.EXACTLY_ONCE
     return AIOKafkaProducer(
         bootstrap_servers=list(settings.kafka_bootstrap_servers),
         client_id=settings.client_id,
         acks="all",
         enable_idempotence=True,
-        transactional_id=settings.transactional_id if transactional else None,
+        transactional_id=settings.transactional_id(stage) if transactional else None,
         request_timeout_ms=settings.kafka_request_timeout_ms,
         max_request_size=settings.max_payload_bytes + _REQUEST_HEADROOM,
         # Outputs are small JSON documents: fill batches for a few ms rather than send

@@ -123,8 +123,11 @@ def test_describe_lists_every_variable_with_its_default() -> None:
 def test_transactional_id_is_stable_per_worker() -> None:
     """The transactional id follows the static member id, so a restarted pod fences its zombie."""
     settings = from_env({"KAFKA_GROUP_ID": "g", "KAFKA_GROUP_INSTANCE_ID": "worker-0"})
-    assert settings.transactional_id == "g-worker-0"
-    assert from_env({"KAFKA_TRANSACTIONAL_ID": "tx-1"}).transactional_id == "tx-1"
+    assert settings.transactional_id() == "g-worker-0"
+    assert settings.transactional_id("suppression") == "g-worker-0-suppression"
+    explicit = from_env({"KAFKA_TRANSACTIONAL_ID": "tx-1"})
+    assert explicit.transactional_id() == "tx-1"
+    assert explicit.transactional_id("suppression") == "tx-1-suppression"
 
 
 def test_settings_fields_match_the_variable_table() -> None:
