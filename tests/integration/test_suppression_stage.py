@@ -99,14 +99,17 @@ async def test_escalation_reset_clear_and_restore(
     assert len(updates) == 3
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_count_continues_across_a_rebalance(
     kafka_bootstrap: str, topics: Topics, stage_topics: dict[str, str], group_id: str,
-    rules: Rules,
+    rules: Rules, guarantee: str,
 ) -> None:
     """Two soft bounces on one worker, a second worker joins and the first leaves: the
     third soft bounce, on whichever worker now owns the address, escalates exactly once."""
     env = worker_env(kafka_bootstrap, topics, group_id, CONTROL_TOPIC=stage_topics["control"],
-                     STATE_TOPIC=stage_topics["state"])
+                     STATE_TOPIC=stage_topics["state"], PROCESSING_GUARANTEE=guarantee,
+                     KAFKA_TRANSACTIONAL_ID=f"{group_id}-first")
+    second_env = {**env, "KAFKA_TRANSACTIONAL_ID": f"{group_id}-second"}
     full, group = "SoftBounceMailboxFull", f"{group_id}-suppression"
     addresses = [f"r{i}@example.org" for i in range(12)]
     await _feed(kafka_bootstrap, topics.events,
@@ -114,7 +117,7 @@ async def test_count_continues_across_a_rebalance(
     async with in_process_worker(env, rules, stage="suppression") as first:
         await wait_until(lambda: fully_committed(kafka_bootstrap, group, topics.events), 60,
                          "first two bounces committed")
-        async with in_process_worker(env, rules, stage="suppression") as second:
+        async with in_process_worker(second_env, rules, stage="suppression") as second:
             await wait_until(lambda: second.health.ready()[0], 60, "second worker ready")
             await first.close()
             await _feed(kafka_bootstrap, topics.events,
