@@ -48,6 +48,9 @@ KUBE_SCORE_CONF = K8S / "kube-score.yaml"
 WORKER_VARIABLES = {variable.name: variable for variable in VARIABLES}
 KAFKA_CREDENTIALS = "bounce-consumer-kafka"
 PARTITIONS_ANNOTATION = "bounce-consumer/input-partitions"
+#: The label that tells the two Deployments apart, and its value for each stage.
+COMPONENT = "app.kubernetes.io/component"
+STAGES = ("worker", "suppression-stage")
 # The scrape job the alert rules select (rules.yaml: up{job="bounce-consumer"}).
 RULES_JOB = "bounce-consumer"
 # The image's user; the pod must run as the same one.
@@ -139,25 +142,30 @@ class Rendered:
         assert len(found) == 1, f"{self.name}: expected one {kind}, found {len(found)}"
         return found[0]
 
-    def deployment(self) -> dict[str, Any]:
-        """The worker's Deployment."""
-        return self.one("Deployment")
+    def deployment(self, stage: str = "worker") -> dict[str, Any]:
+        """The Deployment of one stage (its ``app.kubernetes.io/component`` label)."""
+        found = [
+            d for d in self.all("Deployment")
+            if d["spec"]["selector"]["matchLabels"].get(COMPONENT) == stage
+        ]
+        assert len(found) == 1, f"{self.name}: expected one {stage} Deployment"
+        return found[0]
 
-    def pod(self) -> dict[str, Any]:
+    def pod(self, stage: str = "worker") -> dict[str, Any]:
         """The Deployment's pod spec."""
-        return self.deployment()["spec"]["template"]["spec"]
+        return self.deployment(stage)["spec"]["template"]["spec"]
 
-    def container(self) -> dict[str, Any]:
+    def container(self, stage: str = "worker") -> dict[str, Any]:
         """The worker container."""
-        containers = self.pod()["containers"]
+        containers = self.pod(stage)["containers"]
         assert len(containers) == 1, f"{self.name}: expected one container"
         return containers[0]
 
-    def config(self) -> dict[str, str]:
+    def config(self, stage: str = "worker") -> dict[str, str]:
         """The data of the ConfigMap the container takes its environment from."""
         names = [
             ref["configMapRef"]["name"]
-            for ref in self.container().get("envFrom", [])
+            for ref in self.container(stage).get("envFrom", [])
             if "configMapRef" in ref
         ]
         assert len(names) == 1, f"{self.name}: expected one envFrom configMapRef: {names}"
@@ -218,6 +226,12 @@ def rendered(kustomize: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 def variant(request: pytest.FixtureRequest, rendered: dict[str, Rendered]) -> Rendered:
     """Each rendered variant in turn."""
     return rendered[request.param]
+
+
+@pytest.fixture(params=STAGES)
+def stage(request: pytest.FixtureRequest) -> str:
+    """Each stage's Deployment in turn (its component label)."""
+    return str(request.param)
 
 
 def test_kustomize_builds_every_variant(variant: Rendered) -> None:
@@ -374,13 +388,13 @@ def test_api_schemas_reject_a_misspelt_field(
 # --- the environment agrees with the worker ----------------------------------------
 
 
-def test_environment_names_are_worker_variables(variant: Rendered) -> None:
+def test_environment_names_are_worker_variables(variant: Rendered, stage: str) -> None:
     """The ConfigMap's keys and the container's env are exactly variables the worker reads."""
-    pod, container = variant.pod(), variant.container()
+    pod, container = variant.pod(stage), variant.container(stage)
     assert pod.get("enableServiceLinks") is False, (
         "service links would add FOO_SERVICE_HOST variables to the environment"
     )
-    config_names = set(variant.config())
+    config_names = set(variant.config(stage))
     env_names = [entry["name"] for entry in container.get("env", [])]
     assert len(env_names) == len(set(env_names)), f"duplicate env entries: {env_names}"
     unknown = (config_names | set(env_names)) - set(WORKER_VARIABLES)
@@ -394,11 +408,11 @@ def test_environment_names_are_worker_variables(variant: Rendered) -> None:
         assert not extra, f"ConfigMap {config_map['metadata']['name']}: {extra}"
 
 
-def test_secrets_arrive_only_by_reference(variant: Rendered) -> None:
+def test_secrets_arrive_only_by_reference(variant: Rendered, stage: str) -> None:
     """No Secret is rendered, and the secret variables come from secretKeyRef only."""
     assert not variant.all("Secret"), "a Secret with its values would be committed"
-    config = variant.config()
-    env = {entry["name"]: entry for entry in variant.container().get("env", [])}
+    config = variant.config(stage)
+    env = {entry["name"]: entry for entry in variant.container(stage).get("env", [])}
     for variable in VARIABLES:
         if not variable.secret:
             continue
@@ -407,19 +421,19 @@ def test_secrets_arrive_only_by_reference(variant: Rendered) -> None:
             source = env[variable.name].get("valueFrom", {})
             assert "value" not in env[variable.name], f"{variable.name} given literally"
             assert source.get("secretKeyRef", {}).get("name") == KAFKA_CREDENTIALS, variable.name
-    for volume in variant.pod().get("volumes", []):
+    for volume in variant.pod(stage).get("volumes", []):
         if "secret" in volume:
             assert volume["secret"]["secretName"] == KAFKA_CREDENTIALS
 
 
-def _pod_environment(rendered: Rendered, files: Path) -> dict[str, str]:
+def _pod_environment(rendered: Rendered, files: Path, stage: str) -> dict[str, str]:
     """The environment the worker would see, with stand-ins for secrets and pod fields.
 
     Secret values become placeholders; a file variable pointing into the Secret's volume
     must name a key the volume projects, and becomes a real (empty) file.
     """
-    environment = dict(rendered.config())
-    for entry in rendered.container().get("env", []):
+    environment = dict(rendered.config(stage))
+    for entry in rendered.container(stage).get("env", []):
         if "value" in entry:
             environment[entry["name"]] = str(entry["value"])
             continue
@@ -431,9 +445,11 @@ def _pod_environment(rendered: Rendered, files: Path) -> dict[str, str]:
             environment[entry["name"]] = f"secret:{source['secretKeyRef']['key']}"
         else:
             pytest.fail(f"unexpected env source {source}")
-    mounts = {m["name"]: m["mountPath"] for m in rendered.container().get("volumeMounts", [])}
+    mounts = {
+        m["name"]: m["mountPath"] for m in rendered.container(stage).get("volumeMounts", [])
+    }
     projected: set[str] = set()
-    for volume in rendered.pod().get("volumes", []):
+    for volume in rendered.pod(stage).get("volumes", []):
         if "secret" in volume and volume["name"] in mounts:
             for item in volume["secret"].get("items", []):
                 projected.add(f"{mounts[volume['name']].rstrip('/')}/{item['path']}")
@@ -446,11 +462,27 @@ def _pod_environment(rendered: Rendered, files: Path) -> dict[str, str]:
     return environment
 
 
-def test_settings_pass_the_workers_checks(variant: Rendered, tmp_path: Path) -> None:
-    """The worker's own configuration checks accept the environment the variant gives it."""
-    settings = from_env(_pod_environment(variant, tmp_path))
+def test_settings_pass_the_workers_checks(
+    variant: Rendered, stage: str, tmp_path: Path
+) -> None:
+    """The worker's own configuration checks accept the environment the variant gives it,
+    and each Deployment runs its stage."""
+    settings = from_env(_pod_environment(variant, tmp_path, stage))
     assert settings.kafka_group_instance_id, "static membership is not set"
     assert settings.http_port == 9400
+    args = variant.container(stage)["args"]
+    assert args == (["run"] if stage == "worker" else ["run", "--stage", "suppression"])
+
+
+def test_suppression_stage_has_room_for_its_state(rendered: dict[str, Rendered]) -> None:
+    """The stage keeps per-address state in memory: its pods get more than the worker's."""
+    for variant in rendered.values():
+        memory = [
+            variant.container(stage)["resources"]["limits"]["memory"] for stage in STAGES
+        ]
+        assert memory == ["256Mi", "1Gi"], variant.name
+        config = variant.config("suppression-stage")
+        assert {"CONTROL_TOPIC", "STATE_TOPIC"} <= set(config), variant.name
 
 
 def test_overlay_sets_everything_sasl_ssl_needs(rendered: dict[str, Rendered]) -> None:
@@ -473,25 +505,29 @@ def test_overlay_sets_everything_sasl_ssl_needs(rendered: dict[str, Rendered]) -
     assert all(server.endswith(":9093") for server in config["KAFKA_BOOTSTRAP_SERVERS"].split(","))
 
 
-def test_group_instance_id_is_the_pod_name(variant: Rendered) -> None:
+def test_group_instance_id_is_the_pod_name(variant: Rendered, stage: str) -> None:
     """KAFKA_GROUP_INSTANCE_ID comes from the pod name through the downward API."""
-    env = {entry["name"]: entry for entry in variant.container()["env"]}
+    env = {entry["name"]: entry for entry in variant.container(stage)["env"]}
     source = env["KAFKA_GROUP_INSTANCE_ID"]["valueFrom"]
     assert source == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
-def test_grace_period_exceeds_the_drain_time(variant: Rendered) -> None:
+def test_grace_period_exceeds_the_drain_time(variant: Rendered, stage: str) -> None:
     """terminationGracePeriodSeconds leaves the worker's SHUTDOWN_GRACE_SECONDS drain room."""
-    grace = variant.pod()["terminationGracePeriodSeconds"]
+    grace = variant.pod(stage)["terminationGracePeriodSeconds"]
     drain = float(variant.setting("SHUTDOWN_GRACE_SECONDS"))
     assert grace > drain + 5, f"{variant.name}: grace period {grace}s, drain up to {drain}s"
 
 
-def test_replicas_never_exceed_partitions(variant: Rendered) -> None:
+def test_replicas_never_exceed_partitions(variant: Rendered, stage: str) -> None:
     """Replicas, KEDA's maxReplicaCount and the HPA's maxReplicas stay within the partitions."""
-    deployment = variant.deployment()
+    deployment = variant.deployment(stage)
     partitions = int(deployment["metadata"]["annotations"][PARTITIONS_ANNOTATION])
-    autoscalers = variant.all("ScaledObject") + variant.all("HorizontalPodAutoscaler")
+    autoscalers = [
+        scaler
+        for scaler in variant.all("ScaledObject") + variant.all("HorizontalPodAutoscaler")
+        if scaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    ]
     assert len(autoscalers) <= 1, "one autoscaler at most"
     if not autoscalers:
         assert 1 <= deployment["spec"]["replicas"] <= partitions
@@ -548,9 +584,9 @@ def test_keda_trigger_agrees_with_the_worker(rendered: dict[str, Rendered]) -> N
                 assert targets["ca"]["key"] == Path(config["KAFKA_SSL_CA_FILE"]).name
 
 
-def test_pod_is_hardened(variant: Rendered) -> None:
+def test_pod_is_hardened(variant: Rendered, stage: str) -> None:
     """Non-root as the image's UID, read-only root, no privileges, probes on the worker's port."""
-    pod, container = variant.pod(), variant.container()
+    pod, container = variant.pod(stage), variant.container(stage)
     security = container["securityContext"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -579,9 +615,9 @@ def test_pod_is_hardened(variant: Rendered) -> None:
     assert limits["memory"] == requests["memory"]
 
 
-def test_metrics_are_scraped_as_the_rules_expect(variant: Rendered) -> None:
+def test_metrics_are_scraped_as_the_rules_expect(variant: Rendered, stage: str) -> None:
     """Service, ServiceMonitor, PDB and NetworkPolicy select the pods; the job is the rules' job."""
-    labels = variant.deployment()["spec"]["template"]["metadata"]["labels"]
+    labels = variant.deployment(stage)["spec"]["template"]["metadata"]["labels"]
     port = int(variant.setting("HTTP_PORT"))
 
     def selects(selector: dict[str, str]) -> bool:
@@ -596,8 +632,10 @@ def test_metrics_are_scraped_as_the_rules_expect(variant: Rendered) -> None:
     assert all(service_labels.get(k) == v for k, v in monitor["selector"]["matchLabels"].items())
     assert service_labels[monitor["jobLabel"]] == RULES_JOB
     assert [e["port"] for e in monitor["endpoints"]] == ["metrics"]
-    assert selects(variant.one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
-    assert variant.one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    budgets = [
+        b for b in variant.all("PodDisruptionBudget") if selects(b["spec"]["selector"]["matchLabels"])
+    ]
+    assert len(budgets) == 1 and budgets[0]["spec"]["maxUnavailable"] == 1
     policy = variant.one("NetworkPolicy")["spec"]
     assert selects(policy["podSelector"]["matchLabels"])
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
