@@ -451,16 +451,7 @@ class ModeReport:
                 f"dead letters for {self.dead_letters} poison inputs, poison {self.poison}"
             )
         if self.mode == "exactly_once" and self.duplicates:
-            # Known limitation (docs/reliability.md): when the broker is killed while a
-            # transaction commits and the partition moves to another worker, aiokafka's
-            # offset fetch cannot wait for the pending transactional offsets (no
-            # require_stable), so that worker may redo the batch.  Any other duplicate in
-            # exactly_once is a failure.
-            crash = sum(f.duplicates for f in self.faults if f.name.startswith("broker kill"))
-            if self.duplicates - crash:
-                self.problems.append(
-                    f"{self.duplicates - crash} duplicates in exactly_once outside a broker crash"
-                )
+            self.problems.append(f"{self.duplicates} duplicates in exactly_once")
         if self.unexpected:
             self.problems.append(f"{self.unexpected} outputs no input should have produced")
         if self.dead_letters_altered:
