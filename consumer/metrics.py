@@ -129,6 +129,11 @@ class Metrics:
             ["partition"],
             registry=registry,
         )
+        self.expired_addresses = PromCounter(
+            _PREFIX + "suppression_state_expired",
+            "Addresses the suppression stage forgot after the state's time to live.",
+            registry=registry,
+        )
         self.build_info = Gauge(
             _PREFIX + "build_info",
             "Constant 1, labelled with the worker version and the rules and policy versions.",

@@ -52,6 +52,9 @@ __all__ = ["SuppressionStage"]
 log = structlog.get_logger("consumer.suppression_stage")
 
 _HEADERS = (("content-type", b"application/json"), ("schema", b"suppression-update.v1"))
+#: Expired addresses are looked for this often, at most this many per batch.
+_SWEEP_INTERVAL_SECONDS = 300.0
+_SWEEP_PER_BATCH = 2000
 
 
 class SuppressionStage:
@@ -59,7 +62,13 @@ class SuppressionStage:
 
     name = "suppression"
 
-    def __init__(self, settings: Settings, policy: EscalationPolicy, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: EscalationPolicy,
+        metrics: Metrics,
+        sweep_interval: float = _SWEEP_INTERVAL_SECONDS,
+    ) -> None:
         self.settings = settings
         self.policy = policy
         self.metrics = metrics
@@ -70,7 +79,11 @@ class SuppressionStage:
         )
         self.group_id = settings.stage_group_id
         self._states: dict[int, dict[str, AddressState]] = {}
-        self._pending: dict[int, dict[str, AddressState]] = {}
+        #: State changes of the batch in flight; None: the address is forgotten.
+        self._pending: dict[int, dict[str, AddressState | None]] = {}
+        self._sweep_queue: list[tuple[int, list[str]]] = []
+        self._sweep_interval = sweep_interval
+        self._next_sweep = time.monotonic() + sweep_interval
         self._updates: list[SuppressionUpdate] = []
         self._broken: str | None = None
 
@@ -94,10 +107,9 @@ class SuppressionStage:
             return
         for number in sorted(numbers - set(self._states)):
             started = time.monotonic()
-            self._states[number] = await self._restore(number)
+            self.start_partition(number, await self._restore(number))
             seconds = time.monotonic() - started
             self.metrics.restore_seconds.labels(str(number)).set(seconds)
-            self.metrics.tracked_addresses.labels(str(number)).set(len(self._states[number]))
             log.info(
                 "state restored",
                 partition=number,
@@ -105,10 +117,16 @@ class SuppressionStage:
                 seconds=round(seconds, 3),
             )
 
+    def start_partition(self, number: int, states: dict[str, AddressState]) -> None:
+        """Take partition ``number`` with its restored states; its records may come now."""
+        self._states[number] = states
+        self.metrics.tracked_addresses.labels(str(number)).set(len(states))
+
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         for number in {tp.partition for tp in partitions}:
             self._states.pop(number, None)
             self._pending.pop(number, None)
+        self._sweep_queue = [(n, e) for n, e in self._sweep_queue if n in self._states]
 
     async def _restore(self, number: int) -> dict[str, AddressState]:
         """Read partition ``number`` of the changelog from its start to its end."""
@@ -154,6 +172,8 @@ class SuppressionStage:
             raise FatalKafkaError(self._broken)
         if message.partition not in self._states:
             raise StageNotReadyError(f"partition {message.partition} state not restored yet")
+        if batch.records == 0:
+            self._sweep(batch)
         source = SourceRef(message.topic, message.partition, message.offset)
         try:
             self._apply(message.topic, message.partition, _object(message.value), source, batch)
@@ -186,15 +206,7 @@ class SuppressionStage:
             if noted is None:
                 return
             state, update = noted, None
-        self._pending.setdefault(number, {})[email] = state
-        batch.followups.append(
-            OutputRecord(
-                settings.state_topic,
-                email.encode(),
-                orjson.dumps(state_to_json(state)),
-                partition=number,
-            )
-        )
+        self._store(number, email, state, batch)
         if update is not None:
             batch.outputs.append(
                 OutputRecord(
@@ -205,6 +217,50 @@ class SuppressionStage:
                 )
             )
             self._updates.append(update)
+
+    def _store(self, number: int, email: str, state: AddressState, batch: Batch) -> None:
+        """Keep ``state`` (pending until the batch is acknowledged), or forget the address.
+
+        An address with no soft bounce in its window and no suppression has nothing the
+        policy needs: it is forgotten (a tombstone in the changelog) rather than kept, so
+        memory holds the addresses that are bouncing, not every address ever mailed.  The
+        price: the time of its last delivery goes too, so a soft bounce that arrives
+        late, dated before that delivery, counts (once) instead of being ignored.
+        """
+        keep = bool(state.soft) or state.suppressed is not None
+        if not keep and self._get(number, email) is None:
+            return
+        self._pending.setdefault(number, {})[email] = state if keep else None
+        value = orjson.dumps(state_to_json(state)) if keep else None
+        batch.followups.append(
+            OutputRecord(self.settings.state_topic, email.encode(), value, partition=number)
+        )
+
+    def _sweep(self, batch: Batch) -> None:
+        """Forget, a bounded number per batch, addresses silent for the state's ttl.
+
+        Without it an address that soft-bounced once and never again would stay until the
+        next restore.  The work per batch is capped so a large map never stalls the loop.
+        """
+        if not self._sweep_queue:
+            if time.monotonic() < self._next_sweep:
+                return
+            self._next_sweep = time.monotonic() + self._sweep_interval
+            self._sweep_queue = [(n, list(states)) for n, states in self._states.items()]
+        now, budget = int(time.time()), _SWEEP_PER_BATCH
+        while self._sweep_queue and budget > 0:
+            number, emails = self._sweep_queue[-1]
+            chunk = emails[-budget:]
+            del emails[-budget:]
+            budget -= len(chunk)
+            if not emails:
+                self._sweep_queue.pop()
+            states = self._states.get(number, {})
+            for email in chunk:
+                state = self._get(number, email)
+                if state is not None and email in states and expired(state, now, self.policy):
+                    self._store(number, email, AddressState(), batch)
+                    self.metrics.expired_addresses.inc()
 
     def _from_suppressions(
         self, number: int, body: dict[str, Any]
@@ -223,7 +279,7 @@ class SuppressionStage:
     def _get(self, number: int, email: str) -> AddressState | None:
         pending = self._pending.get(number)
         if pending is not None and email in pending:
-            return pending[email]
+            return pending[email]  # None: forgotten in this batch
         return self._states.get(number, {}).get(email)
 
     # -- batch outcome ---------------------------------------------------------------
@@ -231,7 +287,11 @@ class SuppressionStage:
     def acknowledged(self, batch: Batch) -> None:
         for number, changed in self._pending.items():
             states = self._states.setdefault(number, {})
-            states.update(changed)
+            for email, state in changed.items():
+                if state is None:
+                    states.pop(email, None)
+                else:
+                    states[email] = state
             self.metrics.tracked_addresses.labels(str(number)).set(len(states))
         self._pending.clear()
         self.metrics.observe_suppressions(self._updates)

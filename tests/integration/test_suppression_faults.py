@@ -116,12 +116,17 @@ async def test_kill_minus_nine_mid_sequence_then_restart(
             assert suppressed == escalated, "exactly_once: one update per address"
 
         # The changelog (as a restoring worker reads it) agrees with the updates.
+        # A delivery made the reset addresses forgettable (a tombstone); their third soft
+        # bounce started a new state with a count of one.
         last: dict[str, dict[str, object]] = {}
         for record in await consume_all(kafka_bootstrap, state, expect=1, settle=1.0):
-            last[record.key.decode()] = orjson.loads(record.value)
+            if record.value is None:
+                last.pop(record.key.decode(), None)
+            else:
+                last[record.key.decode()] = orjson.loads(record.value)
         assert sorted(last) == sorted(ADDRESSES)
         assert sorted(e for e, s in last.items() if s["suppressed"]) == escalated
         for email in RESET:
-            assert len(last[email]["soft"]) == 1 and last[email]["delivered"] is not None
+            assert len(last[email]["soft"]) == 1 and not last[email]["suppressed"]
     finally:
         await delete_topics(kafka_bootstrap, [control, state])
