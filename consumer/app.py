@@ -266,6 +266,8 @@ class Worker:
         self._unsettled: dict[TopicPartition, int | None] = {}
         self._unsettled_since = 0.0
         self.batches_done = 0
+        #: Records of the batch between processing and commit (the in-flight gauge).
+        self.in_flight_records = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -418,6 +420,7 @@ class Worker:
             log.info("batch deferred", reason=str(exc))
             await asyncio.sleep(0.2)
             return
+        self.in_flight_records = batch.records
         self.metrics.in_flight.set(batch.records)
         try:
             if self.settings.guarantee is Guarantee.EXACTLY_ONCE:
@@ -443,6 +446,7 @@ class Worker:
             await self._redo_later(batch, exc)
             return
         finally:
+            self.in_flight_records = 0
             self.metrics.in_flight.set(0)
         self.stage.acknowledged(batch)
         self._backoff = _FIRST_BACKOFF

@@ -23,6 +23,7 @@ from consumer.codec import DEFAULT_MAX_BYTES
 from consumer.errors import ConfigError
 
 __all__ = [
+    "STAGES",
     "VARIABLES",
     "Guarantee",
     "SecurityProtocol",
@@ -148,6 +149,9 @@ def _file(name: str, value: str) -> Path | None:
     return path
 
 
+#: Values of STAGE: one stage per process, or both ("all").
+STAGES = ("classify", "suppression", "all")
+
 VARIABLES: tuple[Variable, ...] = (
     Variable("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "brokers, host:port[,host:port...]",
              _bootstrap),
@@ -162,8 +166,8 @@ VARIABLES: tuple[Variable, ...] = (
              "suppression updates (compacted), keyed by email", _topic),
     Variable("DLQ_TOPIC", "mail.dlq", "dead letters: original bytes plus error headers", _topic),
     Variable("STAGE", "classify", "classify (raw events in) | suppression (the stateful "
-             "stage: normalized events in); `run --stage` overrides it",
-             _choice(("classify", "suppression"))),
+             "stage: normalized events in) | all (both in this process, one HTTP port); "
+             "`run --stage` overrides it", _choice(STAGES)),
     Variable("SUPPRESSION_GROUP_ID", "", "consumer group of the suppression stage "
              "[<KAFKA_GROUP_ID>-suppression]", _optional),
     Variable("CONTROL_TOPIC", "mail.control", "operator commands (suppression clear), keyed by "

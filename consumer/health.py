@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Protocol
 
 import prometheus_client
 import structlog
@@ -34,6 +35,8 @@ __all__ = [
     "DEFAULT_MAX_HEAD_BYTES",
     "DEFAULT_READ_TIMEOUT",
     "Health",
+    "HealthGroup",
+    "Probe",
     "serve",
 ]
 
@@ -102,6 +105,36 @@ class Health:
         if not alive:
             return False, alive_reason
         return self._ready, self._ready_reason
+
+
+class Probe(Protocol):
+    """What /healthz and /readyz ask: a ``Health``, or a ``HealthGroup`` of several."""
+
+    def alive(self) -> tuple[bool, str]: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+
+class HealthGroup:
+    """Both stages in one process (``STAGE=all``): alive and ready only if each one is.
+
+    One port answers for the pod, so a stage that stalls or loses its partitions must
+    fail the probe even while the other works; the reason names each stage.
+    """
+
+    def __init__(self, parts: Mapping[str, Health]) -> None:
+        self._parts = dict(parts)
+
+    def alive(self) -> tuple[bool, str]:
+        return self._combine({name: part.alive() for name, part in self._parts.items()})
+
+    def ready(self) -> tuple[bool, str]:
+        return self._combine({name: part.ready() for name, part in self._parts.items()})
+
+    @staticmethod
+    def _combine(answers: dict[str, tuple[bool, str]]) -> tuple[bool, str]:
+        ok = all(good for good, _ in answers.values())
+        return ok, "; ".join(f"{name}: {reason}" for name, (_, reason) in answers.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +216,7 @@ def _probe(ok: bool, reason: str, good: str, bad: str) -> _Response:
 
 
 def _route(
-    method: str, target: str, health: Health, registry: prometheus_client.CollectorRegistry
+    method: str, target: str, health: Probe, registry: prometheus_client.CollectorRegistry
 ) -> _Response:
     if method not in ("GET", "HEAD"):
         return _text(
@@ -208,7 +241,7 @@ def _route(
 
 async def _answer(
     reader: asyncio.StreamReader,
-    health: Health,
+    health: Probe,
     registry: prometheus_client.CollectorRegistry,
     read_timeout: float,
     max_head_bytes: int,
@@ -253,7 +286,7 @@ async def _linger(reader: asyncio.StreamReader) -> None:
 async def _handle(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    health: Health,
+    health: Probe,
     registry: prometheus_client.CollectorRegistry,
     read_timeout: float,
     max_head_bytes: int,
@@ -278,7 +311,7 @@ async def _handle(
 
 
 async def serve(
-    health: Health,
+    health: Probe,
     registry: prometheus_client.CollectorRegistry,
     host: str,
     port: int,

@@ -6,6 +6,11 @@ the group and the process exits 0.  If that takes longer than SHUTDOWN_GRACE_SEC
 uncommitted records are redelivered to another worker, so nothing is lost either way.
 Exit 3 means Kafka refused for good (authorisation, a missing output topic, a fenced
 producer): the reason is the last log line.
+
+``STAGE=all`` runs both stages in this process: two workers (two consumer groups, two
+producers, two transactional ids) on one event loop, one HTTP port whose probes fail
+when either stage does.  When one stage stops for good, the other is stopped too, so
+the platform restarts the pod whole.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from consumer import __version__
 from consumer.app import FatalKafkaError, Worker
 from consumer.config import Settings
 from consumer.escalation import load_escalation_policy
-from consumer.health import Health, serve
+from consumer.health import Health, HealthGroup, Probe, serve
 from consumer.metrics import Metrics
 from consumer.rules import Rules
 from consumer.suppression_stage import SuppressionStage
@@ -36,9 +41,20 @@ async def run_worker(settings: Settings, rules: Rules, registry: CollectorRegist
     disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics(registry)
     metrics.build_info.labels(__version__, rules.version, rules.policy.version).set(1)
-    health = Health(settings.health_stall_seconds)
+    names = ("classify", "suppression") if settings.stage == "all" else (settings.stage,)
+    workers = {name: _worker(name, settings, rules, metrics) for name in names}
+    probe: Probe = (
+        workers[names[0]].health
+        if len(workers) == 1
+        else HealthGroup({name: worker.health for name, worker in workers.items()})
+    )
+    # Scraped values are computed from the workers, so two stages never overwrite them.
+    metrics.ready.set_function(lambda: 1.0 if probe.ready()[0] else 0.0)
+    metrics.in_flight.set_function(
+        lambda: float(sum(worker.in_flight_records for worker in workers.values()))
+    )
     server = (
-        await serve(health, registry, settings.http_host, settings.http_port)
+        await serve(probe, registry, settings.http_host, settings.http_port)
         if settings.http_port
         else None
     )
@@ -46,25 +62,22 @@ async def run_worker(settings: Settings, rules: Rules, registry: CollectorRegist
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, _on_signal, stop, number)
-    stage = (
-        SuppressionStage(settings, load_escalation_policy(), metrics)
-        if settings.stage == "suppression"
-        else None
-    )
-    worker_task = asyncio.create_task(Worker(settings, rules, metrics, health, stage).run(stop))
+    tasks = [asyncio.create_task(worker.run(stop)) for worker in workers.values()]
     stop_task = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({worker_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if not worker_task.done():
-            try:
-                await asyncio.wait_for(worker_task, settings.shutdown_grace_seconds)
-            except TimeoutError:
-                log.error(  # noqa: TRY400 - a timeout, not an error with a useful traceback
-                    "shutdown grace period exceeded; uncommitted records will be redelivered",
-                    grace_seconds=settings.shutdown_grace_seconds,
-                )
-                return 1
-        return _exit_code(worker_task)
+        await asyncio.wait({*tasks, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()  # a signal, or one stage ended by itself: the others stop too
+        _, pending = await asyncio.wait(tasks, timeout=settings.shutdown_grace_seconds)
+        if pending:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=5)
+            log.error(
+                "shutdown grace period exceeded; uncommitted records will be redelivered",
+                grace_seconds=settings.shutdown_grace_seconds,
+            )
+            return 1
+        return max(_exit_code(task) for task in tasks)
     finally:
         stop_task.cancel()
         for number in (signal.SIGTERM, signal.SIGINT):
@@ -72,6 +85,17 @@ async def run_worker(settings: Settings, rules: Rules, registry: CollectorRegist
         if server is not None:
             server.close()
             await server.wait_closed()
+
+
+def _worker(name: str, settings: Settings, rules: Rules, metrics: Metrics) -> Worker:
+    """One stage's worker with its own health clock."""
+    health = Health(settings.health_stall_seconds)
+    stage = (
+        SuppressionStage(settings, load_escalation_policy(), metrics)
+        if name == "suppression"
+        else None
+    )
+    return Worker(settings, rules, metrics, health, stage)
 
 
 def _exit_code(worker_task: asyncio.Task[None]) -> int:

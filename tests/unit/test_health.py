@@ -11,7 +11,13 @@ import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from consumer.health import DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, Health, serve
+from consumer.health import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT,
+    Health,
+    HealthGroup,
+    serve,
+)
 
 HOST = "127.0.0.1"
 
@@ -375,3 +381,25 @@ async def test_connection_cap_refuses_extra_clients(
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_group_is_ready_and_alive_only_when_every_stage_is() -> None:
+    """STAGE=all: one port for two workers; either one failing fails the probe."""
+    clock = FakeClock()
+    classify, suppression = Health(30, clock), Health(30, clock)
+    group = HealthGroup({"classify": classify, "suppression": suppression})
+    classify.tick()
+    suppression.tick()
+    classify.set_ready(True, "assigned 3 partitions")
+    suppression.set_ready(False, "restoring state")
+    assert group.ready() == (
+        False, "classify: assigned 3 partitions; suppression: restoring state"
+    )
+    suppression.set_ready(True, "assigned 3 partitions")
+    assert group.ready()[0] is True
+    clock.now += 20
+    classify.tick()
+    clock.now += 15  # suppression has not polled for 35 s
+    alive, reason = group.alive()
+    assert alive is False and reason.startswith("classify: last poll 15.0s ago; suppression:")
+    assert group.ready()[0] is False
