@@ -96,6 +96,11 @@ class RuleSet:
             [(phrase, number) for number, rule in enumerate(self.rules) for phrase in rule.any]
         )
 
+    @property
+    def index(self) -> PhraseIndex:
+        """The phrase index behind ``match`` (exported to the compiled fast path)."""
+        return self._index
+
     def match(
         self, prepared: TokenText, reply: int | None, enhanced: str | None, mailbox: str
     ) -> Rule | None:

@@ -124,6 +124,22 @@ class PhraseIndex:
         self._anchors = frozenset(self._by_anchor)
         self._always = tuple(always)
 
+    def table(self) -> tuple[tuple[bytes | None, bytes, int], ...]:
+        """The index as plain rows ``(anchor, needle, number)``.
+
+        For the compiled fast path (consumer/fastpath.py), which rebuilds this index from
+        the rows so it finds exactly the phrases ``numbers_in`` finds.  ``anchor`` is
+        ``None`` for the phrases tested on every text; a one-word phrase has the needle
+        ``b" " + anchor + b" "``.
+        """
+        rows: list[tuple[bytes | None, bytes, int]] = [
+            (None, needle, number) for needle, number in self._always
+        ]
+        for anchor, found in self._by_anchor.items():
+            for needle, number in found:
+                rows.append((anchor, b" " + anchor + b" " if needle is None else needle, number))
+        return tuple(rows)
+
     def numbers_in(self, text: TokenText) -> set[int]:
         """The numbers of every phrase found in ``text`` (unordered)."""
         padded = text.padded

@@ -1,0 +1,20 @@
+"""Type information for the compiled fast path (see src/python.rs and consumer/fastpath.py)."""
+
+from typing import Any
+
+INTERFACE: int
+ROLES: list[str]
+
+class FastPath:
+    def __init__(self, spec: dict[str, Any]) -> None: ...
+    def process_lines(
+        self, lines: list[bytes], received_at: str, max_bytes: int
+    ) -> tuple[list[bytes | None], list[bytes | None], list[int]]: ...
+    def process_chunk(
+        self, lines: list[bytes], received_at: str, max_bytes: int
+    ) -> tuple[bytes, bytes, list[int], list[int], list[int]]: ...
+    def engine_seconds(
+        self, lines: list[bytes], received_at: str, max_bytes: int, repeat: int
+    ) -> float: ...
+
+def panics() -> int: ...
