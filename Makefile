@@ -11,7 +11,15 @@ $(BIN)/bounce-consumer: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-install: $(BIN)/bounce-consumer
+# The optional compiled fast path of `classify` (native/, Rust via PyO3; needs cargo):
+# rebuilt in release mode whenever its sources change.
+NATIVE_SOURCES := $(wildcard native/src/*.rs) native/Cargo.toml native/Cargo.lock native/pyproject.toml
+
+$(VENV)/.native-installed: $(BIN)/bounce-consumer $(NATIVE_SOURCES)
+	$(BIN)/pip install -q ./native
+	touch $@
+
+install: $(BIN)/bounce-consumer $(VENV)/.native-installed
 
 # Lint, types, then the whole test suite.  .ci/run calls exactly this.
 test: install
