@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 from consumer import __version__, fastpath
 from consumer.classify import classify
 from consumer.codec import DEFAULT_MAX_BYTES
-from consumer.config import describe, from_env
+from consumer.config import STAGES, describe, from_env
 from consumer.control import send_clear
 from consumer.demo import run_demo
 from consumer.errors import ConfigError, PayloadError, RulesError
@@ -327,8 +327,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--stage",
-        choices=["classify", "suppression"],
-        help="which stage to run (default: $STAGE, else classify)",
+        choices=STAGES,
+        help="which stage to run: all = both in this process (default: $STAGE, else classify)",
     )
     suppression = sub.add_parser(
         "suppression", help="operator commands for the suppression stage"

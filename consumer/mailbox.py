@@ -25,6 +25,13 @@ def _host_group(rules: Rules, host: str) -> str | None:
     return None
 
 
+def _mta_host(remote_mta: str) -> str:
+    """``dns; mx.example.com (192.0.2.1)`` -> ``mx.example.com``; "" when it names none
+    (``dns;`` and other empty forms occur in real reports and in forged ones)."""
+    words = remote_mta.split(";", 1)[-1].split()
+    return words[0].strip("[]") if words else ""
+
+
 def _domain_group(rules: Rules, domain: str) -> str | None:
     group = rules.mailbox_domains.get(domain)
     if group is not None:
@@ -45,8 +52,7 @@ def mailbox_provider(
     if group is not None:
         return group
     if remote_mta:
-        host = remote_mta.split(";", 1)[-1].strip().split()[0] if remote_mta.strip() else ""
-        host = host.strip("[]")
+        host = _mta_host(remote_mta)
         group = _host_group(rules, host) if host else None
         if group is not None:
             return group

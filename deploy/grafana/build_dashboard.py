@@ -630,13 +630,18 @@ def pipeline() -> list[dict[str, Any]]:
         ),
         timeseries(
             "Suppression stage: tracked addresses",
-            "Addresses whose soft-bounce history the suppression stage keeps, per partition "
-            "(memory grows with it; state expires after the policy's ttl_days).",
+            "Addresses whose soft-bounce history or suppression the suppression stage keeps, "
+            "per partition (memory grows with it), and how many it forgets per hour after "
+            "the policy's ttl_days of silence.",
             [
                 target(
                     f"sum by (partition) ({metric('mailevents_suppression_state_addresses')})",
                     "partition {{partition}}",
-                )
+                ),
+                target(
+                    f"sum(increase({metric('mailevents_suppression_state_expired_total')}[1h]))",
+                    "expired in the last hour",
+                ),
             ],
             width=12,
             decimals=0,

@@ -86,6 +86,16 @@ def test_control_characters_in_text_are_harmless(rules: Rules) -> None:
     assert b"\\u0000" in orjson.dumps(event.to_json())
 
 
+@pytest.mark.parametrize("remote", ["dns;", ";", " ; ", "dns; []", "[]", "x; y;", "\t"])
+def test_remote_mta_naming_no_host_is_ignored(rules: Rules, remote: str) -> None:
+    """A remoteMta with nothing after its type (``dns;``) once raised IndexError, which
+    would have crashed the worker; it names no mailbox provider, the event stands."""
+    raw = orjson.dumps({**_DSN, "status": "5.1.1", "remoteMta": remote})
+    event = process(raw, rules, RECEIVED_AT).events[0]
+    assert event.mailbox_provider == "other"
+    assert event.recipient_state == "HardBounce"
+
+
 _RULES = load_rules()
 
 _json = st.recursive(
