@@ -174,13 +174,19 @@ async def test_exactly_once_writes_each_output_once(
 async def test_two_workers_rebalance_while_records_flow(
     kafka_bootstrap: str, topics: Topics, group_id: str, rules: Rules
 ) -> None:
-    """A second worker joins and the first leaves mid-stream; every input gets its event."""
+    """A second worker joins and the first leaves mid-stream; every input gets its event.
+
+    Half the input is there from the start; the other half arrives once the second worker
+    has its partitions (a fast first worker could otherwise drain everything before the
+    second one joins, leaving it nothing to do)."""
     count = 6000
-    await produce(kafka_bootstrap, topics.raw, dsn_payloads(count))
+    await produce(kafka_bootstrap, topics.raw, dsn_payloads(count // 2))
     env = worker_env(kafka_bootstrap, topics, group_id, MAX_BATCH_RECORDS="100")
     async with in_process_worker(env, rules) as first:
         await wait_until(lambda: first.records_done() > 500, 60, "first worker progress")
         async with in_process_worker(env, rules) as second:
+            await wait_until(lambda: second.health.ready()[0], 60, "second worker assigned")
+            await produce(kafka_bootstrap, topics.raw, dsn_payloads(count // 2, count // 2))
             await wait_until(lambda: second.records_done() > 200, 60, "second worker progress")
             await first.close()
             await wait_until(
