@@ -13,6 +13,15 @@ class FastPath:
     def process_chunk(
         self, lines: list[bytes], received_at: str, max_bytes: int
     ) -> tuple[bytes, bytes, list[int], list[int], list[int]]: ...
+    def process_record(
+        self,
+        value: bytes,
+        received_at: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_bytes: int,
+    ) -> tuple[Any, ...] | None: ...
     def engine_seconds(
         self, lines: list[bytes], received_at: str, max_bytes: int, repeat: int
     ) -> float: ...

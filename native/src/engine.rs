@@ -40,11 +40,45 @@ const MESSAGE: usize = 8;
 const LOG: usize = 9;
 
 /// What the lines of one batch share: the receive time that stands in for a missing
-/// event time, the size limit, and the JSON keys of the flat shape.
+/// event time, the size limit, the JSON keys of the flat shape, and the Kafka record the
+/// line came from (the worker's `SourceRef`; `None` writes `"source":null`).
 pub struct Batch<'a> {
     pub received_at: &'a str,
     pub max_bytes: usize,
+    pub source: Option<Source<'a>>,
     keys: Vec<&'a str>,
+}
+
+/// models.py `SourceRef`: where a Kafka record came from, copied into both outputs.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i64,
+    pub offset: i64,
+}
+
+/// The values of one accepted line's event (and update), as the Python path's
+/// `NormalizedEvent` and `SuppressionUpdate` hold them, for a caller that needs more
+/// than the JSON (the worker's record keys and metrics labels).  `needs_review` is
+/// `Some` exactly when there is a suppression update.
+pub struct Fields<'a> {
+    pub event_id: &'a str,
+    pub provider_event_id: &'a str,
+    pub occurred_at: &'a str,
+    pub email: &'a str,
+    pub domain: &'a str,
+    pub mailbox_provider: &'a str,
+    pub message_id: Option<&'a str>,
+    pub status: &'a str,
+    pub recipient_state: Option<&'a str>,
+    pub provider_state: &'a str,
+    pub smtp_code: Option<u16>,
+    pub enhanced_code: Option<&'a str>,
+    pub diagnostic: Option<&'a str>,
+    pub remote_mta: Option<&'a str>,
+    pub classified_by: &'a str,
+    pub rule_id: Option<&'a str>,
+    pub needs_review: Option<bool>,
 }
 
 /// Buffers reused from line to line (no allocation per line once they have grown).
@@ -504,8 +538,22 @@ impl Tables {
         events: &mut Vec<u8>,
         updates: &mut Vec<u8>,
     ) -> Option<Output> {
+        self.process_detailed(line, batch, scratch, events, updates, None)
+    }
+
+    /// `process`, and `detail` called with the values of an accepted line's outputs
+    /// (just before it returns; never for a declined line).
+    pub fn process_detailed(
+        &self,
+        line: &[u8],
+        batch: &Batch<'_>,
+        scratch: &mut Scratch,
+        events: &mut Vec<u8>,
+        updates: &mut Vec<u8>,
+        detail: Option<&mut dyn FnMut(&Fields<'_>)>,
+    ) -> Option<Output> {
         let marks = (events.len(), updates.len());
-        let output = self.process_into(line, batch, scratch, events, updates);
+        let output = self.process_into(line, batch, scratch, events, updates, detail);
         if output.is_none() {
             events.truncate(marks.0);
             updates.truncate(marks.1);
@@ -518,6 +566,7 @@ impl Tables {
         Batch {
             received_at,
             max_bytes,
+            source: None,
             keys: self.keys.iter().map(String::as_str).collect(),
         }
     }
@@ -529,10 +578,12 @@ impl Tables {
         scratch: &mut Scratch,
         events: &mut Vec<u8>,
         updates: &mut Vec<u8>,
+        detail: Option<&mut dyn FnMut(&Fields<'_>)>,
     ) -> Option<Output> {
         let Batch {
             received_at,
             max_bytes,
+            source,
             ref keys,
         } = *batch;
         let Scratch {
@@ -748,7 +799,7 @@ impl Tables {
         push_json_str(out, names.get(result.by as usize)?);
         out.extend_from_slice(b",\"ruleId\":");
         push_opt_str(out, result.rule_id);
-        out.extend_from_slice(b",\"source\":null}");
+        push_source(out, source);
         let event = start..out.len();
 
         // suppression.py `for_event`: every Bounce with a state suppresses.
@@ -777,12 +828,55 @@ impl Tables {
                 push_json_str(out, occurred_at);
                 out.extend_from_slice(b",\"policyVersion\":");
                 push_json_str(out, &self.policy_version);
-                out.extend_from_slice(b",\"source\":null}");
+                push_source(out, source);
                 Some(start..out.len())
             }
             _ => None,
         };
+        if let Some(detail) = detail {
+            let needs_review = match (&suppression, result.state) {
+                (Some(_), Some(state_name)) => Some(!*self.firm.get(state_name as usize)?),
+                _ => None,
+            };
+            detail(&Fields {
+                event_id,
+                provider_event_id,
+                occurred_at,
+                email,
+                domain,
+                mailbox_provider: mailbox,
+                message_id,
+                status,
+                recipient_state: state,
+                provider_state: action,
+                smtp_code: reply,
+                enhanced_code: enhanced,
+                diagnostic,
+                remote_mta: remote,
+                classified_by: names.get(result.by as usize)?,
+                rule_id: result.rule_id,
+                needs_review,
+            });
+        }
         Some(Output { event, suppression })
+    }
+}
+
+/// `,"source":...}`, the last member of both documents: models.py `_source_json`.
+fn push_source(out: &mut Vec<u8>, source: Option<Source<'_>>) {
+    use std::io::Write;
+    match source {
+        None => out.extend_from_slice(b",\"source\":null}"),
+        Some(Source {
+            topic,
+            partition,
+            offset,
+        }) => {
+            out.extend_from_slice(b",\"source\":{\"topic\":");
+            push_json_str(out, topic);
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, ",\"partition\":{partition},\"offset\":{offset}}}}}");
+        }
     }
 }
 
