@@ -48,6 +48,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from consumer import fastpath
 from consumer.config import Guarantee, Settings
 from consumer.errors import ConsumerError, PayloadError
 from consumer.health import Health
@@ -186,7 +187,16 @@ class Stage(Protocol):
 
 
 class ClassifyStage:
-    """Raw delivery events in; normalized events, suppression updates, dead letters out."""
+    """Raw delivery events in; normalized events, suppression updates, dead letters out.
+
+    A record goes through the compiled fast path (consumer/fastpath.py ``RecordPath``)
+    when the extension is installed, ``BOUNCE_NATIVE`` is not ``0`` and its ``provider``
+    header is absent or names the generic format (``dsn``): Python costs ~150 µs a
+    record, which held the worker to a sixth of what Kafka carries.  Whatever the
+    extension declines (other shapes, oversize, anything unusual) takes
+    ``pipeline.process``, which stays the reference and makes every dead letter.  Both
+    paths give the same records and the same ``Outcome`` (tests/unit/test_native_worker.py).
+    """
 
     name = "classify"
 
@@ -195,6 +205,10 @@ class ClassifyStage:
         self.rules = rules
         self.topics = settings.input_topics
         self.group_id = settings.kafka_group_id
+        self.fast = fastpath.record_path(rules)
+        #: The last record timestamp and its ``_record_time``: records of one batch
+        #: share milliseconds, and formatting one costs ~3 µs, a tenth of a fast record.
+        self._received: tuple[int | None, str] | None = None
 
     def consumer_options(self) -> dict[str, Any]:
         return {}
@@ -219,14 +233,27 @@ class ClassifyStage:
         source = SourceRef(message.topic, message.partition, message.offset)
         value: bytes = message.value or b""
         headers = tuple(message.headers or ())
-        try:
-            outcome = process(
+        received = self._received
+        if received is None or received[0] != message.timestamp:
+            received = self._received = (message.timestamp, _record_time(message.timestamp))
+        received_at = received[1]
+        provider = _provider_header(headers)
+        if self.fast is not None and fastpath.generic(provider):
+            accepted = self.fast.process(
                 value,
-                self.rules,
-                _record_time(message.timestamp),
-                _provider_header(headers),
+                received_at,
                 source,
                 settings.max_payload_bytes,
+                settings.events_topic,
+                settings.suppressions_topic,
+            )
+            if accepted is not None:
+                batch.outputs.extend(accepted[1])
+                batch.outcomes.append(accepted[0])
+                return
+        try:
+            outcome = process(
+                value, self.rules, received_at, provider, source, settings.max_payload_bytes
             )
         except PayloadError as error:
             batch.add_dead_letter(settings, message, value, error, source)
