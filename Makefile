@@ -13,7 +13,7 @@ $(BIN)/bounce-consumer: pyproject.toml
 
 # The optional compiled fast path of `classify` (native/, Rust via PyO3; needs cargo):
 # rebuilt in release mode whenever its sources change.
-NATIVE_SOURCES := $(wildcard native/src/*.rs) native/Cargo.toml native/Cargo.lock native/pyproject.toml
+NATIVE_SOURCES := $(wildcard native/src/*.rs) native/Cargo.toml native/pyproject.toml
 
 $(VENV)/.native-installed: $(BIN)/bounce-consumer $(NATIVE_SOURCES)
 	$(BIN)/pip install -q ./native
