@@ -293,7 +293,8 @@ class Worker:
         self._unsettled: dict[TopicPartition, int | None] = {}
         self._unsettled_since = 0.0
         self.batches_done = 0
-        #: Records of the batch between processing and commit (the in-flight gauge).
+        #: Records of the batch between processing and commit (``Metrics.follow`` turns
+        #: it into the in-flight gauge).
         self.in_flight_records = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -396,7 +397,6 @@ class Worker:
     async def _close(self) -> None:
         """Leave the group first (partitions move on at once), then flush the producer."""
         self.health.set_ready(False, "stopping")
-        self.metrics.ready.set(0)
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -410,7 +410,6 @@ class Worker:
         self.health.tick()
         reason = f"{what}: {_error_text(exc)}"
         self.health.set_ready(False, reason)
-        self.metrics.ready.set(0)
         log.warning(what, error=_error_text(exc), retry_in=round(self._backoff, 2))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=self._backoff)
@@ -448,7 +447,6 @@ class Worker:
             await asyncio.sleep(0.2)
             return
         self.in_flight_records = batch.records
-        self.metrics.in_flight.set(batch.records)
         try:
             if self.settings.guarantee is Guarantee.EXACTLY_ONCE:
                 # aiokafka's abort after a failed transaction waits without a limit;
@@ -474,7 +472,6 @@ class Worker:
             return
         finally:
             self.in_flight_records = 0
-            self.metrics.in_flight.set(0)
         self.stage.acknowledged(batch)
         self._backoff = _FIRST_BACKOFF
         self._last_record_ms.update(batch.last_timestamps)
@@ -667,7 +664,6 @@ class Worker:
                 if ready:
                     reason = f"assigned {len(assigned)} partitions"
         self.health.set_ready(ready, reason)
-        self.metrics.ready.set(1 if ready else 0)
 
     async def _refresh_lag(self) -> None:
         """Records (and seconds) behind the end of each assigned partition."""

@@ -10,13 +10,14 @@ series without bound and put personal data into the monitoring system.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
+from consumer.health import Probe
 from consumer.models import Outcome, SuppressionUpdate
 
 __all__ = ["Metrics"]
@@ -148,6 +149,17 @@ class Metrics:
             self.rebalances.labels(kind)
         for reason in ("decode", "unknown_provider", "parse"):
             self.dead_letters.labels(reason)
+
+    def follow(self, probe: Probe, in_flight: Callable[[], int]) -> None:
+        """Compute ``ready`` and ``in_flight`` at scrape time from what the workers say.
+
+        ``probe`` answers /readyz (one worker's ``Health``, or a ``HealthGroup`` when
+        both stages share the process) and ``in_flight`` counts the records their
+        batches hold: one source each, so two workers never overwrite one gauge and
+        the gauge never disagrees with the probe.
+        """
+        self.ready.set_function(lambda: 1.0 if probe.ready()[0] else 0.0)
+        self.in_flight.set_function(lambda: float(in_flight()))
 
     def observe_batch(
         self, outcomes: Iterable[Outcome], dead_letter_kinds: Iterable[str], now: float

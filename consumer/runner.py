@@ -48,11 +48,7 @@ async def run_worker(settings: Settings, rules: Rules, registry: CollectorRegist
         if len(workers) == 1
         else HealthGroup({name: worker.health for name, worker in workers.items()})
     )
-    # Scraped values are computed from the workers, so two stages never overwrite them.
-    metrics.ready.set_function(lambda: 1.0 if probe.ready()[0] else 0.0)
-    metrics.in_flight.set_function(
-        lambda: float(sum(worker.in_flight_records for worker in workers.values()))
-    )
+    metrics.follow(probe, lambda: sum(worker.in_flight_records for worker in workers.values()))
     server = (
         await serve(probe, registry, settings.http_host, settings.http_port)
         if settings.http_port

@@ -132,6 +132,7 @@ async def in_process_worker(
         else None
     )
     worker = Worker(settings, rules, metrics, health, chosen)
+    metrics.follow(health, lambda: worker.in_flight_records)
     task = asyncio.create_task(worker.run(stop))
     running = InProcessWorker(worker, metrics, health, stop, task)
     try:
