@@ -42,7 +42,6 @@ from consumer.models import (
     SourceRef,
     Status,
     SuppressionAction,
-    SuppressionUpdate,
 )
 from consumer.providers import base, dsn
 from consumer.records import (
@@ -53,6 +52,7 @@ from consumer.records import (
 )
 from consumer.rules import Rules
 from consumer.smtp import SCAN_LIMIT
+from consumer.suppression import for_event
 from consumer.textmatch import MATCH_LIMIT
 
 __all__ = [
@@ -81,21 +81,6 @@ _EMAIL_CHARS = 254
 #: Lines longer than this are declined whatever ``max_bytes`` says: a generic event with
 #: every text at its limit is far shorter, and the work per line stays small.
 _LINE_BYTES = 64 * 1024
-
-#: The flat DSN fields the engine reads, by role (its ``ROLES``); ``spec`` checks
-#: dsn.py still names them so, else the fast path is not used.
-_FLAT_ROLES = {
-    "recipient": "finalRecipient",
-    "original": "originalRecipient",
-    "action": "action",
-    "status": "status",
-    "diagnostic": "diagnosticCode",
-    "remote": "remoteMta",
-    "date": "lastAttemptDate",
-    "reporting": "reportingMta",
-    "message": "messageId",
-    "log": "finalLogId",
-}
 
 
 class NativeClassifier(Protocol):
@@ -191,7 +176,9 @@ def _unicode_tables() -> dict[str, Any]:
 
 def spec(rules: Rules, roles: list[str]) -> dict[str, Any]:
     """The rule data as the plain tables the extension compiles (no rule lives in Rust)."""
-    if dict(dsn._FLAT) != _FLAT_ROLES or sorted(roles) != sorted(_FLAT_ROLES):
+    # The engine reads the flat fields by role (its ``ROLES``), under the names dsn.py
+    # gives them; a role it does not know means dsn.py reads something it does not.
+    if sorted(roles) != sorted(dsn._FLAT):
         raise ValueError("the DSN field table changed; the fast path needs an update")
     policy = rules.policy
 
@@ -244,7 +231,7 @@ def spec(rules: Rules, roles: list[str]) -> dict[str, Any]:
             for action, kind in dsn._ACTIONS.items()
             if kind in (Kind.DELIVERED, Kind.DEFERRED, Kind.FAILED)
         ],
-        "keys": [_FLAT_ROLES[role] for role in roles],
+        "keys": [dsn._FLAT[role] for role in roles],
         "unicode": _unicode_tables(),
         "provider": dsn.Dsn.name,
         "schema_version": models.SCHEMA_VERSION,
@@ -307,12 +294,12 @@ class RecordPath:
     Building the two objects costs ~6 µs a record; the Python path costs ~150 µs.
     """
 
-    __slots__ = ("_native", "_policy_version", "_provider")
+    __slots__ = ("_native", "_policy", "_provider")
 
     def __init__(self, native: NativeClassifier, rules: Rules) -> None:
         self._native = native
         self._provider = dsn.Dsn.name
-        self._policy_version = rules.policy.version
+        self._policy = rules.policy
 
     def process(
         self,
@@ -350,7 +337,7 @@ class RecordPath:
             remote_mta,
             classified_by,
             rule_id,
-            needs_review,
+            _needs_review,  # for_event derives it from the policy, as the Python path does
         ) = result
         recipient_state = None if state is None else _STATE[state]
         event = NormalizedEvent(
@@ -378,19 +365,9 @@ class RecordPath:
         records = [OutputRecord(events_topic, email.encode(), event_json, _EVENT_HEADERS)]
         if update_json is None:
             return Outcome((event,), (), 0, self._provider), records
-        update = SuppressionUpdate(
-            event_id,
-            self._provider,
-            email,
-            SuppressionAction.SUPPRESS,
-            state,
-            occurred_at,
-            self._policy_version,
-            needs_review,
-            None,
-            source,
-            mailbox,
-        )
+        # The extension writes an update for exactly the events ``for_event`` suppresses.
+        update = for_event(event, self._policy)
+        assert update is not None, "the extension suppressed an event that is no Bounce"
         records.append(
             OutputRecord(
                 suppressions_topic, suppression_key(update), update_json, _SUPPRESSION_HEADERS
