@@ -51,6 +51,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from consumer import fastpath
 from consumer.config import Guarantee, Settings
 from consumer.errors import ConsumerError, PayloadError
+from consumer.fenced_offsets import fence_offset_commits, membership_of
 from consumer.health import Health
 from consumer.kafka import build_consumer, build_producer, security_options
 from consumer.metrics import Metrics
@@ -264,7 +265,6 @@ class ClassifyStage:
         batch.outcomes.append(outcome)
 
 
-
 class Worker:
     """Consumes the stage's topics and produces its outputs, committing after the acks."""
 
@@ -387,6 +387,10 @@ class Worker:
 
     async def _started_producer(self) -> AIOKafkaProducer:
         producer = build_producer(self.settings, self.stage.name)
+        if self.settings.guarantee is Guarantee.EXACTLY_ONCE:
+            # Offsets go with this worker's group membership, so a worker the group has
+            # dropped cannot commit a batch that the partitions' new owner redoes.
+            fence_offset_commits(producer, lambda: membership_of(self._consumer))
         try:
             await producer.start()
         except BaseException:
@@ -656,9 +660,7 @@ class Worker:
             elif silent > _SILENT_BROKER_SECONDS:
                 reason = f"no fetch response for {silent:.0f} s: broker unreachable"
             elif self._unsettled:
-                reason = (
-                    f"waiting for pending transactions on {len(self._unsettled)} partitions"
-                )
+                reason = f"waiting for pending transactions on {len(self._unsettled)} partitions"
             else:
                 ready, reason = self.stage.ready()
                 if ready:
