@@ -64,7 +64,7 @@ async def test_a_dropped_member_cannot_commit_and_the_current_one_can(
         # The dropped member's commit: refused by the coordinator, transaction aborted.
         as_member[0] = stale
         await committer.begin_transaction()
-        with pytest.raises(CommitFailedError, match="UNKNOWN_MEMBER_ID|ILLEGAL_GENERATION"):
+        with pytest.raises(CommitFailedError, match=r"UNKNOWN_MEMBER_ID|ILLEGAL_GENERATION"):
             await committer.send_offsets_to_transaction({tp: 3}, group_id)
         await committer.abort_transaction()
         assert await _committed(successor, group_id, tp) is None
