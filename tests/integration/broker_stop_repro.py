@@ -12,7 +12,8 @@ logged that it skipped a transaction's markers ("Couldn't find leader endpoint f
 partitions ... likely deleted already and hence can be skipped").  Exit status 1 when
 any of the three happened.  It is not part of the test suite: it shows a fault of the
 broker, by chance (a commit must land in a window of some tens of milliseconds), and
-the worker cannot prevent it.  Seen here with Kafka 4.4: skipped markers in 4 of 7 runs
+the worker cannot prevent it.  ``KAFKA_VERSION`` picks the broker release (default: the
+one ``deploy/kafka/pom.xml`` pins).  Seen here with Kafka 4.4.0: skipped markers in 4 of 7 runs
 with Kafka's default controlled shutdown, and in 1 of 1 with it switched off (then at
 the restart, while the broker still acts on its old leadership and the controller
 fences its previous incarnation).
