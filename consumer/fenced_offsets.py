@@ -34,7 +34,7 @@ from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import CoordinationType
-from aiokafka.errors import CommitFailedError, GroupAuthorizationFailedError
+from aiokafka.errors import CommitFailedError, GroupAuthorizationFailedError, KafkaError
 from aiokafka.producer.sender import TxnOffsetCommitHandler
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
@@ -48,7 +48,7 @@ from aiokafka.protocol.types import (
 )
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-__all__ = ["Membership", "fence_offset_commits", "membership_of"]
+__all__ = ["Membership", "NotTheOwnerError", "fence_offset_commits", "membership_of"]
 
 _TXN_OFFSET_COMMIT = 28
 #: The coordinator's "you are not (this) member any more" answers.  The transaction can
@@ -61,6 +61,18 @@ _NOT_A_MEMBER = {
 }
 #: "No leader epoch": the committed offset carries none, as with aiokafka's own commits.
 _NO_LEADER_EPOCH = -1
+
+
+class NotTheOwnerError(CommitFailedError):  # type: ignore[misc]  # untyped base
+    """This worker may not commit the batch's offsets: the group has moved on without it.
+
+    A ``CommitFailedError`` (what aiokafka raises when a rebalance took the partitions),
+    with our reason as its whole text instead of aiokafka's advice on poll intervals,
+    which does not apply to a member dropped during an outage.
+    """
+
+    def __init__(self, reason: str) -> None:
+        KafkaError.__init__(self, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +229,32 @@ class _FencedTxnOffsetCommitHandler(TxnOffsetCommitHandler):  # type: ignore[mis
             if error in _NOT_A_MEMBER
         }
         if refused:
-            self._sender._txn_manager.error_transaction(
-                CommitFailedError(
+            _fail_transaction(
+                self._sender._txn_manager,
+                NotTheOwnerError(
                     f"group {self._group_id!r} refused the offsets of generation "
                     f"{self._member.generation} ({', '.join(sorted(refused))}): this worker "
                     "is not the partitions' owner any more"
-                )
+                ),
             )
             return None
         # Every other answer means what it means to aiokafka's own handler.
         result: float | None = super().handle_response(_V0Shape(errors))
         return result
+
+
+def _fail_transaction(txn_manager: Any, exc: Exception) -> None:
+    """Fail the transaction (it can only be aborted now) and its offsets' future.
+
+    aiokafka also sets the exception on the producer's transaction waiter, which nobody
+    awaits once the worker aborts; reading it here keeps asyncio from logging "Future
+    exception was never retrieved" for every refused commit.  A later ``await`` of the
+    waiter still raises.
+    """
+    txn_manager.error_transaction(exc)
+    waiter = txn_manager._transaction_waiter
+    if waiter.done():
+        waiter.exception()
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +269,8 @@ def fence_offset_commits(producer: AIOKafkaProducer, member: Callable[[], Member
 
     ``member`` is asked again for every attempt, so a worker that was dropped and
     rejoined commits with its new generation; while it answers "no membership" the
-    transaction fails with ``CommitFailedError`` before anything is sent.
+    transaction fails with ``NotTheOwnerError`` (a ``CommitFailedError``) before anything
+    is sent.
     """
     sender: Any = producer._sender
 
@@ -254,16 +282,17 @@ def fence_offset_commits(producer: AIOKafkaProducer, member: Callable[[], Member
         txn_manager = sender._txn_manager
         current = member()
         if not current.known:
-            txn_manager.error_transaction(
-                CommitFailedError(
+            _fail_transaction(
+                txn_manager,
+                NotTheOwnerError(
                     f"not a member of group {group_id!r} now (rejoining): offsets not sent"
-                )
+                ),
             )
             return
         try:
             node_id = await sender._find_coordinator(CoordinationType.GROUP, group_id)
         except GroupAuthorizationFailedError as exc:
-            txn_manager.error_transaction(exc)
+            _fail_transaction(txn_manager, exc)
             return
         await _FencedTxnOffsetCommitHandler(sender, offsets, group_id, current).do(node_id)
 
