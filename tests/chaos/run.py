@@ -111,6 +111,14 @@ IN_FLIGHT = "mailevents_in_flight_records"
 #: for deleted).  Their records then hang or go with the producer's next abort: a loss
 #: the worker cannot see or prevent (docs/reliability.md, "a commit without markers").
 SKIPPED_MARKERS = "Couldn't find leader endpoint for partitions"
+
+
+def skipped_marker_lines(broker_log: Path) -> list[str]:
+    """The lines of a broker's log that report a commit completed without its markers."""
+    if not broker_log.exists():
+        return []
+    text = broker_log.read_text(errors="replace")
+    return [line for line in text.splitlines() if SKIPPED_MARKERS in line]
 INDEX_HEADER = "chaos.index"
 _PLURAL = {"event": "events", "suppression": "suppressions", "dead": "dead_letters"}
 
@@ -755,10 +763,7 @@ class ModeRun:
     # -- the whole mode ------------------------------------------------------------
 
     def _skip_lines(self) -> list[str]:
-        if self.broker is None or not self.broker.log_file.exists():
-            return []
-        text = self.broker.log_file.read_text(errors="replace")
-        return [line for line in text.splitlines() if SKIPPED_MARKERS in line]
+        return [] if self.broker is None else skipped_marker_lines(self.broker.log_file)
 
     def skipped_markers_logged(self) -> int:
         """How often the broker's log says it skipped transaction markers, so far."""

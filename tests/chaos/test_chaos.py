@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from run import skipped_marker_lines
 
 pytestmark = pytest.mark.kafka
 
@@ -39,7 +40,6 @@ OUTAGE_SECONDS = 10
 #: completing a commit without its markers (docs/reliability.md, "a commit without
 #: markers"): lost records or a hanging transaction then say nothing about the worker.
 ATTEMPTS = 3
-SKIPPED_MARKERS = "Couldn't find leader endpoint for partitions"
 
 
 def _run_once(work: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -68,8 +68,7 @@ def _run_once(work: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
 
 
 def _broker_skipped_markers(work: Path) -> int:
-    log = work / "run" / "kafka" / "kafka.log"
-    return log.read_text(errors="replace").count(SKIPPED_MARKERS) if log.exists() else 0
+    return len(skipped_marker_lines(work / "run" / "kafka" / "kafka.log"))
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from kafkatools import LocalBroker, create_topics, unique_name
+from kafkatools import LocalBroker, consume_all, create_topics, end_offsets, unique_name
 
 PARTITIONS = 3
 STOPS = int(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 else 3
@@ -84,34 +84,16 @@ async def _commit_loop(bootstrap: str, topic: str, acked: list[int], stop: async
     return failures
 
 
-async def _committed_view(bootstrap: str, topic: str) -> tuple[set[int], dict[int, int]]:
+async def _committed_view(
+    bootstrap: str, topic: str, acked: int
+) -> tuple[set[int], dict[int, int]]:
     """Every value a ``read_committed`` reader sees, and per partition how far the
     stable offset lags the log end (an open transaction makes it lag for good)."""
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed",
-        enable_auto_commit=False, auto_offset_reset="earliest",
-    )
-    plain = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await reader.start()
-    await plain.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        reader.assign(tps)
-        stable = await reader.end_offsets(tps)
-        log_end = await plain.end_offsets(tps)
-        seen: set[int] = set()
-        await reader.seek_to_beginning(*tps)
-        async def behind() -> bool:
-            return any([await reader.position(tp) < stable[tp] for tp in tps])
-
-        while await behind():
-            for records in (await reader.getmany(timeout_ms=1000)).values():
-                seen.update(int(r.value) for r in records if r.value is not None)
-        lag = {tp.partition: log_end[tp] - stable[tp] for tp in tps}
-        return seen, lag
-    finally:
-        await reader.stop()
-        await plain.stop()
+    records = await consume_all(bootstrap, topic, expect=acked, timeout=30)
+    seen = {int(r.value) for r in records if r.value is not None}
+    stable = await end_offsets(bootstrap, topic, read_committed=True)
+    log_end = await end_offsets(bootstrap, topic)
+    return seen, {p: log_end[p] - stable[p] for p in log_end}
 
 
 async def stop_and_start_under_transactions(broker: LocalBroker) -> dict[str, object]:
@@ -132,7 +114,7 @@ async def stop_and_start_under_transactions(broker: LocalBroker) -> dict[str, ob
         await asyncio.sleep(0.1)
     stop.set()
     failures = await loop
-    seen, lag = await _committed_view(broker.bootstrap, topic)
+    seen, lag = await _committed_view(broker.bootstrap, topic, len(acked))
     return {
         "acked": len(acked),
         "stops": STOPS,

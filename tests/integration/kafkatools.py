@@ -673,15 +673,22 @@ async def committed_offsets(
     }
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def end_offsets(
+    bootstrap: str, topic: str, *, read_committed: bool = False
+) -> dict[int, int]:
     """Partition -> high watermark (offset of the next record) for every partition.
 
     Read uncommitted, so transaction control markers count: with transactions
-    the end offset is larger than the number of visible records.
+    the end offset is larger than the number of visible records.  With
+    ``read_committed`` it is the last stable offset instead, which an open
+    transaction holds back.
     """
     partitions = await topic_partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
     )
     try:
         await consumer.start()
