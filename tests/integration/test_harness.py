@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import UnknownError
 from aiokafka.structs import TopicPartition
 from kafkatools import (
+    LOCAL_KAFKA,
     BrokerUnavailableError,
     LocalBroker,
     Topics,
@@ -175,3 +178,38 @@ async def test_dedicated_broker_keeps_data_across_restart(dedicated_broker: Loca
     assert ticks > 5
     got = await consume_all(bootstrap, topic, expect=10, timeout=30, settle=0.5)
     assert sorted(r.value for r in got) == sorted(f"r{i}".encode() for i in range(10))
+
+
+def test_local_kafka_refuses_data_a_newer_kafka_wrote(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A data dir whose metadata log a newer Kafka wrote cannot be read by an older
+    one: ``local-kafka start`` says so and how to get out, before starting a JVM that
+    would only fail with a stack trace.  (Found when the pinned Kafka went back from
+    4.4.0 to 4.2.2 and ``make demo`` met its old data dir.)"""
+    broker = LocalBroker(tmp_path / "kafka")
+    (broker.data_dir / "kraft-data").mkdir(parents=True)
+    (broker.data_dir / ".local-kafka").touch()
+    (broker.data_dir / "kraft-data" / "meta.properties").write_text("version=1\n")
+    (broker.data_dir / "kafka-version").write_text("99.0.0\n")
+    result = subprocess.run(
+        [str(LOCAL_KAFKA), "start"],
+        env=broker.env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "written by Kafka 99.0.0, newer than" in result.stderr
+    assert "'local-kafka reset' deletes it" in result.stderr
+    assert not (broker.data_dir / "kafka.pid").exists()
+
+
+async def test_local_kafka_records_the_version_that_formatted_its_data(
+    dedicated_broker: LocalBroker,
+) -> None:
+    written = (dedicated_broker.data_dir / "kafka-version").read_text().strip()
+    pom = (LOCAL_KAFKA.parent / "pom.xml").read_text()
+    assert f"<kafka.version>{written}</kafka.version>" in pom
